@@ -1,0 +1,61 @@
+"""Training checkpoints on disk: written atomically, read safely, and a model built from one."""
+
+import os
+
+import torch
+
+from configurator import UserError
+from model import GPT, GPTConfig
+
+
+def save_checkpoint(checkpoint, path):
+    """Writes to a temporary file beside path, then renames it over path: a crash at any moment leaves
+    either the old checkpoint or the new one, whole."""
+    tmp_path = f"{path}.tmp.{os.getpid()}"
+    try:
+        with open(tmp_path, 'wb') as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    # make the rename itself durable
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path, map_location='cpu'):
+    """Reads a checkpoint of ours or nanoGPT's, tensors and plain data only (no code is run).
+    Model keys lose the '_orig_mod.' prefix that a torch.compile'd model's state dict has."""
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}; train one first or point --out_dir at the run's directory")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read checkpoint {path} ({reason}); it is truncated or not a checkpoint")
+    if not isinstance(checkpoint, dict) or not {'model', 'model_args'} <= checkpoint.keys():
+        raise UserError(f"{path} is not a nanoGPT checkpoint: it has no 'model' and 'model_args'")
+    checkpoint['model'] = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()}
+    return checkpoint
+
+
+def model_from_checkpoint(checkpoint, path, **model_args):
+    """The GPT that checkpoint (read from path) holds; model_args (e.g. dropout) override the saved ones."""
+    model_args = {**checkpoint['model_args'], **model_args}
+    try:
+        model = GPT(GPTConfig(**model_args))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"{path} has model_args this model cannot take: {e}")
+    try:
+        model.load_state_dict(checkpoint['model'])
+    except RuntimeError as e:
+        detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
+        raise UserError(f"the weights in {path} do not fit its model_args {model_args}: {detail}")
+    return model

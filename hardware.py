@@ -1,0 +1,110 @@
+"""Which device and precision the scripts run on, and how many FLOP/s the device can do at best."""
+
+import time
+from contextlib import nullcontext
+
+import torch
+
+from configurator import UserError
+
+
+def default_device():
+    """The best device present: cuda, then mps, then cpu."""
+    if torch.cuda.is_available():
+        return 'cuda'
+    if torch.backends.mps.is_available():
+        return 'mps'
+    return 'cpu'
+
+
+def check_device(device):
+    """Raises a UserError when the device named by the user is not on this machine."""
+    try:
+        device_type = torch.device(device).type
+    except RuntimeError:
+        raise UserError(f"device={device!r} is not a device; use cpu, cuda, cuda:N or mps")
+    if device_type == 'cuda':
+        if not torch.cuda.is_available():
+            raise UserError(f"device={device} but CUDA is not available on this machine; use --device=cpu")
+        index = torch.device(device).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise UserError(f"device={device} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device_type == 'mps' and not torch.backends.mps.is_available():
+        raise UserError(f"device={device} but MPS is not available on this machine; use --device=cpu")
+    elif device_type not in ('cpu', 'cuda', 'mps'):
+        raise UserError(f"device={device!r} is not supported; use cpu, cuda, cuda:N or mps")
+
+
+def default_dtype(device):
+    """bfloat16 on GPUs that have it, float16 on older CUDA GPUs, float32 on CPU: most CPUs run
+    bfloat16 matmuls far slower than float32 (a hundredfold on AVX2 machines)."""
+    if device.startswith('cuda'):
+        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+    if device.startswith('mps'):
+        return 'bfloat16' if torch.backends.mps.is_macos_or_newer(14, 0) else 'float16'
+    return 'float32'
+
+
+PTDTYPE = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
+
+def check_dtype(device, dtype):
+    if dtype not in PTDTYPE:
+        raise UserError(f"dtype={dtype!r} is not supported; use float32, bfloat16 or float16")
+    if dtype == 'bfloat16' and device.startswith('cuda') and not torch.cuda.is_bf16_supported():
+        raise UserError("this GPU does not support bfloat16; use --dtype=float16")
+
+
+def autocast(device, dtype):
+    """The mixed-precision context for forward passes: none for float32."""
+    if dtype == 'float32':
+        return nullcontext()
+    return torch.amp.autocast(device_type=torch.device(device).type, dtype=PTDTYPE[dtype])
+
+
+# dense (no sparsity) bfloat16/float16 tensor-core peak FLOP/s, from the vendors' data sheets;
+# the first name that appears in torch.cuda.get_device_name() wins
+GPU_PEAK_FLOPS = [
+    ('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H100', 989e12), ('H200', 989e12), ('GH200', 989e12),
+    ('B200', 2250e12), ('A100', 312e12), ('A800', 312e12), ('L40S', 362e12), ('L40', 181e12), ('L4', 121e12),
+    ('A10G', 70e12), ('A10', 125e12), ('A6000', 155e12), ('4090', 165e12), ('3090', 71e12), ('V100', 125e12),
+    ('T4', 65e12),
+]
+
+_measured_peak = {}
+
+
+def peak_flops(device, dtype):
+    """The device's peak FLOP/s for dtype matmuls: the data-sheet figure for known GPUs, else measured as the
+    best of a few large matmuls; on CPU and MPS in float32, their fastest (and the measure stays quick)."""
+    if device.startswith('cuda') and dtype != 'float32':
+        name = torch.cuda.get_device_name(device)
+        for key, flops in GPU_PEAK_FLOPS:
+            if key in name:
+                return flops
+    if not device.startswith('cuda'):
+        dtype = 'float32'
+    if (device, dtype) not in _measured_peak:
+        _measured_peak[(device, dtype)] = measure_matmul_flops(device, dtype)
+    return _measured_peak[(device, dtype)]
+
+
+def measure_matmul_flops(device, dtype, n=2048, repeats=5):
+    a = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype])
+    b = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype])
+    best = float('inf')
+    for _ in range(repeats + 1):  # the first is a warm-up
+        synchronize(device)
+        t0 = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best
+
+
+def synchronize(device):
+    """Waits for the device's queued work, so that a timing covers it."""
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+    elif device.startswith('mps'):
+        torch.mps.synchronize()

@@ -1,0 +1,56 @@
+"""Text to token ids and back: a dataset's character vocabulary (its meta.pkl) or GPT-2's BPE."""
+
+import pickle
+
+from configurator import UserError
+
+
+class PlainDataUnpickler(pickle.Unpickler):
+    """meta.pkl may come from anywhere, and unpickling can run code: accept plain data alone
+    (dicts, lists, strings, numbers), which needs no class."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"it holds a {module}.{name}, which is not plain data")
+
+
+def load_meta(path):
+    """A dataset's meta.pkl: {'vocab_size': int, 'itos': {int: str}, 'stoi': {str: int}} for characters."""
+    try:
+        with open(path, 'rb') as f:
+            meta = PlainDataUnpickler(f).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise UserError(f"cannot read {path}: {e}; run the dataset's prepare.py again")
+    if not isinstance(meta, dict) or not isinstance(meta.get('vocab_size'), int):
+        raise UserError(f"{path} has no vocab_size; run the dataset's prepare.py again")
+    return meta
+
+
+class Tokenizer:
+    """encode(str) -> list of ids, decode(ids) -> str, and vocab_size. The character vocabulary of a meta.pkl
+    (as made by data/shakespeare_char/prepare.py) when given one, else GPT-2's BPE through tiktoken."""
+
+    def __init__(self, meta_path=None):
+        if meta_path is not None:
+            meta = load_meta(meta_path)
+            self.stoi, self.itos = meta['stoi'], meta['itos']
+            self.vocab_size = meta['vocab_size']
+            self.source = meta_path
+        else:
+            import tiktoken
+            self.bpe = tiktoken.get_encoding("gpt2")
+            self.vocab_size = self.bpe.n_vocab
+            self.source = "GPT-2 BPE"
+
+    def encode(self, text):
+        if hasattr(self, 'bpe'):
+            return self.bpe.encode(text, allowed_special={"<|endoftext|>"})
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            raise UserError(f"characters not in the vocabulary of {self.source}: "
+                            f"{''.join(unknown)!r}; use only characters of the training text")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids):
+        if hasattr(self, 'bpe'):
+            return self.bpe.decode(ids)
+        return ''.join(self.itos[i] for i in ids)

@@ -32,7 +32,8 @@ def process(example):
 
 def write_split(dset, filename, total_batches=1024):
     """Concatenate the 'ids' of every row of dset into filename as uint16, one contiguous shard at a time."""
-    arr_len = int(np.sum(dset.with_format('numpy')['len'], dtype=np.uint64))
+    # [:] reads a whole column at once: numpy iterating a datasets>=4 Column row by row is ~40x slower
+    arr_len = int(np.sum(dset.with_format('numpy')['len'][:], dtype=np.uint64))
     dtype = np.uint16  # (can do since enc.max_token_value == 50256 is < 2**16)
     # fill a temporary file and rename it at the end, so an interrupted run never leaves a half-written .bin
     tmp = filename + '.tmp'
@@ -42,7 +43,7 @@ def write_split(dset, filename, total_batches=1024):
     for shard_idx in tqdm(range(num_shards), desc=f'writing {filename}'):
         # only one shard is in memory at a time
         batch = dset.shard(num_shards=num_shards, index=shard_idx, contiguous=True).with_format('numpy')
-        arr_batch = np.concatenate(batch['ids'])
+        arr_batch = np.concatenate(batch['ids'][:])
         arr[idx : idx + len(arr_batch)] = arr_batch
         idx += len(arr_batch)
     assert idx == arr_len

@@ -35,10 +35,12 @@ def download(url, path):
 
 def read_text(path):
     try:
-        with open(path, 'r', encoding='utf-8') as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        sys.exit(f"error: could not read {path}: {e}")
+        with open(path, 'rb') as f:
+            return f.read().decode('utf-8')
+    except OSError as e:
+        sys.exit(f"error: could not read {path}: {e.strerror}")
+    except UnicodeDecodeError as e:
+        sys.exit(f"error: {path} is not valid UTF-8 (byte offset {e.start})")
 
 
 def save(path, write):

@@ -1,0 +1,161 @@
+"""data/shakespeare_char, data/shakespeare and data/openwebtext prepare scripts, as nanoGPT's."""
+import functools
+import http.server
+import importlib.util
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiktoken
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))  # offline GPT-2 BPE, here and in subprocesses
+UNREACHABLE = "http://127.0.0.1:9/input.txt"  # the discard port: nothing listens, the connection is refused
+
+
+def copy_script(tmp_path, dataset):
+    """A copy of data/<dataset>/prepare.py in tmp_path/<dataset>, so its outputs land there, not in the repo."""
+    (tmp_path / dataset).mkdir()
+    shutil.copy(REPO / "data" / dataset / "prepare.py", tmp_path / dataset / "prepare.py")
+    return tmp_path / dataset
+
+
+def run(script_dir, *args):
+    return subprocess.run([sys.executable, str(script_dir / "prepare.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+
+
+def tokens(path):
+    return np.fromfile(path, dtype=np.uint16)
+
+
+# ---------------------------------------------------------------------------- shakespeare_char
+
+def test_shakespeare_char_matches_nanogpt(tmp_path):
+    out_dir = copy_script(tmp_path, "shakespeare_char")
+    result = run(out_dir, "--input", SHAKESPEARE)
+    assert result.returncode == 0, result.stderr
+    chars = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    assert result.stdout == ("length of dataset in characters: 1,115,394\n"
+                             f"all the unique characters: {chars}\n"
+                             "vocab size: 65\n"
+                             "train has 1,003,854 tokens\n"
+                             "val has 111,540 tokens\n")
+    assert (out_dir / "train.bin").stat().st_size == 2 * 1_003_854
+    assert (out_dir / "val.bin").stat().st_size == 2 * 111_540
+    meta = pickle.loads((out_dir / "meta.pkl").read_bytes())
+    assert meta == {"vocab_size": 65, "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    assert "".join(meta["itos"][i] for i in tokens(out_dir / "train.bin")) == text[:1_003_854]
+    assert "".join(meta["itos"][i] for i in tokens(out_dir / "val.bin")) == text[1_003_854:]
+
+
+def test_shakespeare_char_replaces_existing_outputs_and_leaves_no_temporary_files(tmp_path):
+    out_dir = copy_script(tmp_path, "shakespeare_char")
+    for name in ("train.bin", "val.bin", "meta.pkl"):
+        (out_dir / name).write_bytes(b"stale")
+    assert run(out_dir, "--input", SHAKESPEARE).returncode == 0
+    assert sorted(p.name for p in out_dir.iterdir()) == ["meta.pkl", "prepare.py", "train.bin", "val.bin"]
+    assert (out_dir / "train.bin").stat().st_size == 2 * 1_003_854
+    assert pickle.loads((out_dir / "meta.pkl").read_bytes())["vocab_size"] == 65
+
+
+# ---------------------------------------------------------------------------- shakespeare (GPT-2 BPE)
+
+def test_shakespeare_bpe_matches_nanogpt(tmp_path):
+    out_dir = copy_script(tmp_path, "shakespeare")
+    result = run(out_dir, "--input", SHAKESPEARE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "train has 301,966 tokens\nval has 36,059 tokens\n"
+    assert (out_dir / "train.bin").stat().st_size == 2 * 301_966
+    assert (out_dir / "val.bin").stat().st_size == 2 * 36_059
+    enc = tiktoken.get_encoding("gpt2")
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    assert enc.decode(tokens(out_dir / "train.bin")[:4].tolist()) == "First Citizen:\n"
+    assert enc.decode(tokens(out_dir / "train.bin").tolist()) == text[:1_003_854]  # the first 90% of characters
+    assert enc.decode(tokens(out_dir / "val.bin").tolist()) == text[1_003_854:]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["prepare.py", "train.bin", "val.bin"]
+
+
+# ---------------------------------------------------------------------------- download
+
+@pytest.fixture
+def file_server():
+    """A real HTTP server on localhost serving the shared tiny shakespeare folder."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHAKESPEARE.parent))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
+def test_missing_input_is_downloaded_next_to_the_script(tmp_path, file_server, dataset):
+    out_dir = copy_script(tmp_path, dataset)
+    result = run(out_dir, "--url", f"{file_server}/input.txt")
+    assert result.returncode == 0, result.stderr
+    assert (out_dir / "input.txt").read_bytes() == SHAKESPEARE.read_bytes()
+    assert "train has" in result.stdout
+    assert not list(out_dir.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
+def test_download_failure_is_one_clear_line(tmp_path, dataset):
+    out_dir = copy_script(tmp_path, dataset)
+    result = run(out_dir, "--url", UNREACHABLE)
+    assert result.returncode != 0
+    assert result.stderr == (f"error: could not download {UNREACHABLE}: [Errno 111] Connection refused; "
+                             f"put the file at {out_dir / 'input.txt'} or pass --input PATH\n")
+    assert sorted(p.name for p in out_dir.iterdir()) == ["prepare.py"]  # no input.txt, partial or whole
+
+
+# ---------------------------------------------------------------------------- openwebtext (its parts)
+
+@pytest.fixture(scope="module")
+def owt():
+    spec = importlib.util.spec_from_file_location("owt_prepare", REPO / "data" / "openwebtext" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the download and tokenizing run only under __main__
+    return module
+
+
+@pytest.fixture
+def documents():
+    from datasets import Dataset
+    texts = [f"Document {i}: " + "hello world, " * (i % 5) + "the end." for i in range(20)]
+    return Dataset.from_dict({"text": texts})
+
+
+def expected_ids(texts):
+    enc = tiktoken.get_encoding("gpt2")
+    return [t for text in texts for t in enc.encode_ordinary(text) + [50256]]
+
+
+def test_openwebtext_process_appends_endoftext(owt):
+    out = owt.process({"text": "Hello world <|endoftext|>"})
+    assert out["ids"] == tiktoken.get_encoding("gpt2").encode_ordinary("Hello world <|endoftext|>") + [50256]
+    assert out["len"] == len(out["ids"])
+
+
+def test_openwebtext_split_is_train_and_val(owt, documents):
+    split = owt.split_train_val(documents)
+    assert sorted(split) == ["train", "val"]
+    assert (len(split["train"]), len(split["val"])) == (19, 1)
+
+
+@pytest.mark.parametrize("total_batches", [1, 3, 1024])  # one shard, uneven shards, more shards than rows
+def test_openwebtext_write_split_concatenates_all_documents_in_order(owt, documents, tmp_path, total_batches):
+    tokenized = documents.map(owt.process, remove_columns=["text"])
+    owt.write_split(tokenized, str(tmp_path / "train.bin"), total_batches=total_batches)
+    assert tokens(tmp_path / "train.bin").tolist() == expected_ids(documents["text"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.bin"]

@@ -1,0 +1,209 @@
+"""data/prepare_text.py: your own text (a file, a directory or a glob) to train.bin/val.bin (+ meta.pkl)."""
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiktoken
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SCRIPT = REPO / "data" / "prepare_text.py"
+SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))  # offline GPT-2 BPE, here and in subprocesses
+EOT = 50256
+
+spec = importlib.util.spec_from_file_location("prepare_text", SCRIPT)
+prepare_text = importlib.util.module_from_spec(spec)
+sys.modules["prepare_text"] = prepare_text  # so worker processes can unpickle its functions
+spec.loader.exec_module(prepare_text)
+
+DOCS = {  # sorted path order is the document order
+    "a.txt": "First doc.\nIt has two lines, and a café ☕.\n",
+    "b.txt": "Second  doc  with\n\n\nblank lines and   spaces",
+    "sub/c.txt": "Third, in a subfolder: 'tis <|endoftext|> as plain text.\n",
+}
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    root = tmp_path / "corpus"
+    for name, text in DOCS.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(text.encode("utf-8"))
+    (root / "notes.md").write_text("not a .txt file, so not part of a directory input")
+    return root
+
+
+def run(data_dir, *args):
+    return subprocess.run([sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def prepare(data_dir, *args):
+    result = run(data_dir, *args)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def tokens(path):
+    return np.fromfile(path, dtype=np.uint16).tolist()
+
+
+def gpt2_tokens(texts):
+    enc = tiktoken.get_encoding("gpt2")
+    return [t for text in texts for t in enc.encode_ordinary(text) + [EOT]]
+
+
+def split(ids, val_fraction=0.1):
+    n_train = int(len(ids) * (1 - val_fraction))
+    return ids[:n_train], ids[n_train:]
+
+
+# ---------------------------------------------------------------------------- results
+
+def test_char_on_shakespeare_matches_shakespeare_char(tmp_path):
+    out = prepare(tmp_path, "--input", SHAKESPEARE, "--name", "sc").stdout
+    assert "train has 1,003,854 tokens" in out and "val has 111,540 tokens" in out
+    assert (tmp_path / "sc" / "train.bin").stat().st_size == 2 * 1_003_854
+    assert (tmp_path / "sc" / "val.bin").stat().st_size == 2 * 111_540
+    meta = pickle.loads((tmp_path / "sc" / "meta.pkl").read_bytes())
+    assert meta["vocab_size"] == 65
+    assert "train with: python train.py --dataset=sc" in out
+
+
+def test_char_file_tokens_and_meta(tmp_path, corpus):
+    prepare(tmp_path, "--input", corpus / "a.txt", "--name", "mine")
+    text = DOCS["a.txt"]
+    meta = pickle.loads((tmp_path / "mine" / "meta.pkl").read_bytes())
+    chars = sorted(set(text))
+    assert meta == {"vocab_size": len(chars), "itos": dict(enumerate(chars)),
+                    "stoi": {c: i for i, c in enumerate(chars)}}
+    train, val = tokens(tmp_path / "mine" / "train.bin"), tokens(tmp_path / "mine" / "val.bin")
+    assert (train, val) == split([meta["stoi"][c] for c in text])
+
+
+def test_char_directory_concatenates_txt_files_in_sorted_order(tmp_path, corpus):
+    prepare(tmp_path, "--input", corpus, "--name", "mine")
+    meta = pickle.loads((tmp_path / "mine" / "meta.pkl").read_bytes())
+    ids = tokens(tmp_path / "mine" / "train.bin") + tokens(tmp_path / "mine" / "val.bin")
+    assert "".join(meta["itos"][i] for i in ids) == "".join(DOCS.values())
+
+
+def test_gpt2_directory_appends_endoftext_after_each_document(tmp_path, corpus):
+    prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2")
+    train, val = tokens(tmp_path / "mine" / "train.bin"), tokens(tmp_path / "mine" / "val.bin")
+    ids = gpt2_tokens(DOCS.values())
+    assert ids.count(EOT) == 3  # '<|endoftext|>' written in a document is encoded as text, not as 50256
+    assert (train, val) == split(ids)
+    assert not (tmp_path / "mine" / "meta.pkl").exists()
+
+
+def test_gpt2_glob_selects_files(tmp_path, corpus):
+    prepare(tmp_path, "--input", corpus / "**" / "[bc].txt", "--name", "mine", "--tokenizer", "gpt2")
+    ids = tokens(tmp_path / "mine" / "train.bin") + tokens(tmp_path / "mine" / "val.bin")
+    assert ids == gpt2_tokens([DOCS["b.txt"], DOCS["sub/c.txt"]])
+
+
+def test_val_fraction_sets_the_split(tmp_path, corpus):
+    prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2", "--val_fraction", "0.25")
+    n = len(gpt2_tokens(DOCS.values()))
+    assert len(tokens(tmp_path / "mine" / "train.bin")) == int(n * 0.75)
+    assert len(tokens(tmp_path / "mine" / "val.bin")) == n - int(n * 0.75)
+
+
+def test_gpt2_run_removes_meta_left_by_a_char_run(tmp_path, corpus):
+    prepare(tmp_path, "--input", corpus, "--name", "mine")
+    prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["train.bin", "val.bin"]
+
+
+def distinct_chars(n):
+    return "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)[:n]  # surrogates are not text
+
+
+def test_a_char_vocab_of_65536_fits_uint16(tmp_path):
+    (tmp_path / "all.txt").write_bytes(distinct_chars(2**16).encode("utf-8"))
+    prepare(tmp_path, "--input", tmp_path / "all.txt", "--name", "mine")
+    assert pickle.loads((tmp_path / "mine" / "meta.pkl").read_bytes())["vocab_size"] == 65536
+    assert max(tokens(tmp_path / "mine" / "val.bin")) == 65535
+
+
+# ---------------------------------------------------------------------------- streaming
+
+def test_reading_in_pieces_keeps_the_gpt2_encoding(tmp_path):
+    # 'a\n\nb' is [64, 198, 198, 65] but 'a\n\n' + 'b' is [64, 628] + [65]: pieces must be cut with care
+    text = SHAKESPEARE.read_text(encoding="utf-8")[:20_000] + " \n\n \t\r\n  ¡Olé!\u3000\u00a0end\n\n"
+    (tmp_path / "t.txt").write_bytes(text.encode("utf-8"))
+    pieces = list(prepare_text.read_pieces(tmp_path / "t.txt", chunk_bytes=97))
+    assert len(pieces) > 100 and [last for _, last in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert "".join(p for p, _ in pieces) == text
+    enc = tiktoken.get_encoding("gpt2")
+    assert [t for p, _ in pieces for t in enc.encode_ordinary(p)] == enc.encode_ordinary(text)
+
+
+def test_parallel_gpt2_encoding_keeps_document_order(tmp_path, corpus):
+    files = prepare_text.find_files(str(corpus))
+    ids = np.concatenate(list(prepare_text.encode_gpt2(prepare_text.read_documents(files, chunk_bytes=8), 2)))
+    assert ids.tolist() == gpt2_tokens(DOCS.values())
+
+
+def test_a_character_cut_by_a_block_boundary_is_read_whole(tmp_path):
+    (tmp_path / "t.txt").write_bytes("aé☕😀 x".encode("utf-8"))
+    assert "".join(p for p, _ in prepare_text.read_pieces(tmp_path / "t.txt", chunk_bytes=1)) == "aé☕😀 x"
+
+
+# ---------------------------------------------------------------------------- errors
+
+def assert_fails_cleanly(result, data_dir, message):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert not [p.name for p in data_dir.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+
+@pytest.mark.parametrize("content, args, message", [
+    (None, [], "no files match --input"),
+    (b"", [], "the input has no text"),
+    (b"good line\n" * 1000 + b"bad \xff byte", [], "is not valid UTF-8 (byte offset 10004)"),
+    (b"x", ["--val_fraction", "0.9"], "train would be empty"),
+    (b"some text", ["--val_fraction", "1e-18"], "val would be empty"),
+    (b"some text", ["--val_fraction", "0"], "--val_fraction must be between 0 and 1, got 0.0"),
+    (b"some text", ["--val_fraction", "1"], "--val_fraction must be between 0 and 1, got 1.0"),
+])
+@pytest.mark.parametrize("tokenizer", ["char", "gpt2"])
+def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, content, args, message, tokenizer):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    if content is not None:
+        (tmp_path / "in.txt").write_bytes(content)
+    result = run(data_dir, "--input", tmp_path / "in.txt", "--name", "mine", "--tokenizer", tokenizer, *args)
+    assert_fails_cleanly(result, data_dir, message)
+    assert not (data_dir / "mine").exists()
+
+
+def test_a_char_vocab_over_65536_fails(tmp_path):
+    (tmp_path / "all.txt").write_bytes(distinct_chars(2**16 + 1).encode("utf-8"))
+    result = run(tmp_path, "--input", tmp_path / "all.txt", "--name", "mine")
+    assert_fails_cleanly(result, tmp_path, "the input has 65,537 distinct characters; char ids are uint16")
+    assert not (tmp_path / "mine").exists()
+
+
+def test_invalid_utf8_names_the_file_and_offset_in_a_later_block(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"a" * 10 + "é".encode("utf-8")[:1] + b" rest")  # a lead byte with no continuation
+    with pytest.raises(SystemExit, match=rf"error: {bad} is not valid UTF-8 \(byte offset 10\)"):
+        list(prepare_text.read_pieces(bad, chunk_bytes=4))
+
+
+def test_a_failed_run_leaves_the_previous_outputs_intact(tmp_path, corpus):
+    prepare(tmp_path, "--input", corpus, "--name", "mine")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()}
+    (corpus / "zz.txt").write_bytes(b"\xfe")
+    assert_fails_cleanly(run(tmp_path, "--input", corpus, "--name", "mine"), tmp_path, "zz.txt is not valid UTF-8")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()} == before

@@ -1,0 +1,167 @@
+"""
+HellaSwag (https://rowanzellers.com/hellaswag/): pick the right one of 4 endings for a context, on the 10,042
+examples of the validation set. Scored the "completion" way, as Karpathy's build-nanogpt does: the model reads
+context + ending and we take its cross-entropy loss on the ending's tokens. acc_norm picks the ending with the
+lowest average per-token loss (the main number; it does not favour short endings), acc the lowest summed loss.
+$ python eval_hellaswag.py --init_from=resume --out_dir=out
+$ python eval_hellaswag.py --init_from=gpt2
+train.py runs evaluate_hellaswag() every eval_interval when hellaswag=True.
+"""
+
+import http.client
+import json
+import os
+import sys
+import urllib.request
+
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from checkpoint import load_checkpoint, model_from_checkpoint
+from configurator import UserError, configure
+from hardware import autocast, check_device, check_dtype, default_device, default_dtype
+from model import GPT
+from tokenizer import Tokenizer
+
+
+def load_examples(path, url='https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl'):
+    """The examples of a HellaSwag JSONL file, each a dict with 'ctx', 'endings' (4 strings) and 'label' (0-3).
+    The file is downloaded from url first when path does not exist."""
+    if not os.path.exists(path):
+        download(url, path)
+    examples = []
+    with open(path, encoding='utf-8') as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                example = json.loads(line)
+                ok = (isinstance(example['ctx'], str) and example['label'] in (0, 1, 2, 3)
+                      and len(example['endings']) == 4 and all(isinstance(e, str) for e in example['endings']))
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                raise UserError(f"{path} line {lineno} is not a HellaSwag example (JSON with ctx, 4 endings and a "
+                                f"label 0-3); delete the file to download it again")
+            examples.append(example)
+    if not examples:
+        raise UserError(f"{path} holds no examples; delete it to download it again")
+    return examples
+
+
+def download(url, path, timeout=30):
+    """Writes url's content to path through a temporary file, so that an interrupted download leaves nothing."""
+    print(f"downloading {url} to {path}")
+    tmp_path = f"{path}.tmp.{os.getpid()}"
+    try:
+        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp_path, 'wb') as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp_path, path)
+    except (OSError, http.client.HTTPException) as e:  # urllib's errors are OSErrors; a cut transfer is not
+        reason = getattr(e, 'reason', None) or e
+        raise UserError(f"cannot download {url} ({reason}); download it yourself and put it at {path}, "
+                        f"or point --hellaswag_file at a copy")
+    finally:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+
+
+def render_example(example, tokenizer, block_size):
+    """The model's input for the 4 candidates of an example, padded to one length T:
+    idx (4, T), context + ending, and targets (4, T), the next token where it belongs to the ending, else -1.
+    A row longer than the model's block_size keeps its last tokens: the context is cut, and only an ending of
+    more than block_size tokens (tiny models alone) loses its first tokens."""
+    ctx = tokenizer.encode(example['ctx'])
+    rows = []
+    for ending in example['endings']:
+        end = tokenizer.encode(" " + ending)  # GPT-2's BPE puts the space before a word into the word's token
+        tokens = (ctx + end)[-(block_size + 1):]  # the last token is only a target, so block_size + 1 fit
+        n_ctx = len(tokens) - len(end)  # 0 or less when the ending itself was cut
+        rows.append((tokens[:-1], [t if i + 1 >= n_ctx else -1 for i, t in enumerate(tokens[1:])]))
+    T = max(len(x) for x, _ in rows)
+    idx = torch.zeros(4, T, dtype=torch.long)
+    targets = torch.full((4, T), -1, dtype=torch.long)
+    for i, (x, y) in enumerate(rows):
+        idx[i, :len(x)] = torch.tensor(x)
+        targets[i, :len(y)] = torch.tensor(y)
+    return idx, targets
+
+
+@torch.no_grad()
+def score_example(model, example, tokenizer, device, autocast_ctx):
+    """The summed and the average per-token loss (each (4,)) of the 4 endings of an example."""
+    idx, targets = render_example(example, tokenizer, model.config.block_size)
+    idx, targets = idx.to(device), targets.to(device)
+    with autocast_ctx:
+        logits, _ = model(idx, targets)  # targets make the model return the logits of every position
+    losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1, reduction='none')
+    sum_loss = losses.view(targets.shape).sum(dim=1)  # ignored positions have a loss of 0
+    return sum_loss, sum_loss / (targets != -1).sum(dim=1)
+
+
+def evaluate_hellaswag(model, examples, device, autocast_ctx, rank=0, world_size=1):
+    """Accuracy of model (a GPT, or a torch.compile of one; not the DDP wrapper) on examples: returns
+    dict(acc=, acc_norm=, n=) over all of them. Under DDP every rank calls this: each scores
+    examples[rank::world_size] and the counts are summed over ranks. The model is left in the mode it came in."""
+    tokenizer = Tokenizer()
+    if model.config.vocab_size < tokenizer.vocab_size:
+        raise UserError(f"HellaSwag needs a model of GPT-2's BPE vocabulary ({tokenizer.vocab_size} tokens), this one "
+                        f"has {model.config.vocab_size} (a character-level model?); use a GPT-2 BPE model")
+    was_training = model.training
+    model.eval()
+    n = correct = correct_norm = 0
+    progress = tqdm(examples[rank::world_size], desc="hellaswag", disable=True if rank != 0 else None)
+    for example in progress:
+        sum_loss, avg_loss = score_example(model, example, tokenizer, device, autocast_ctx)
+        n += 1
+        correct += int(sum_loss.argmin().item() == example['label'])
+        correct_norm += int(avg_loss.argmin().item() == example['label'])
+        progress.set_postfix(acc_norm=f"{correct_norm / n:.4f}", refresh=False)
+    model.train(was_training)
+    if world_size > 1:
+        counts = torch.tensor([n, correct, correct_norm], dtype=torch.long, device=device)
+        torch.distributed.all_reduce(counts)
+        n, correct, correct_norm = counts.tolist()
+    return dict(acc=correct / n, acc_norm=correct_norm / n, n=n)
+
+
+if __name__ == '__main__':
+    # -----------------------------------------------------------------------------
+    init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a GPT-2 ('gpt2' ... 'gpt2-xl') or a transformers directory
+    out_dir = 'out'
+    hellaswag_file = os.path.join('data', 'hellaswag', 'hellaswag_val.jsonl')  # downloaded here when absent
+    max_examples = 0  # evaluate the first max_examples examples; 0: all 10,042
+    device = default_device()  # 'cpu', 'cuda', 'cuda:1', 'mps'
+    dtype = None  # 'float32', 'bfloat16' or 'float16'; None: the best the device supports
+    compile = False  # torch.compile the model: faster on a GPU after a slow start
+    configure(globals(), sys.argv[1:])
+    # -----------------------------------------------------------------------------
+
+    check_device(device)
+    dtype = dtype or default_dtype(device)
+    check_dtype(device, dtype)
+    if max_examples < 0:
+        raise UserError(f"max_examples={max_examples} must be 0 (all) or more")
+
+    examples = load_examples(hellaswag_file)  # before the model, which can take long to load
+    if max_examples:
+        examples = examples[:max_examples]
+
+    if init_from == 'resume':
+        ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+        model = model_from_checkpoint(load_checkpoint(ckpt_path), ckpt_path, dropout=0.0)
+    else:
+        try:
+            model = GPT.from_pretrained(init_from, dict(dropout=0.0))
+        except (ValueError, OSError) as e:
+            raise UserError(f"cannot load init_from={init_from!r}: {str(e).strip().splitlines()[0]}")
+    model.to(device)
+    if compile:
+        model = torch.compile(model, dynamic=True)  # every example has its own length: one graph for all
+
+    result = evaluate_hellaswag(model, examples, device, autocast(device, dtype))
+    print(f"HellaSwag on {result['n']} examples: acc_norm {result['acc_norm']:.4f} (lowest average per-token loss "
+          f"of the ending), acc {result['acc']:.4f} (lowest summed loss)")

@@ -1,0 +1,210 @@
+"""HellaSwag scoring against a hand computation with a tiny random GPT, and eval_hellaswag.py end to end."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from contextlib import nullcontext
+
+import pytest
+import tiktoken
+import torch
+from torch.nn import functional as F
+
+from checkpoint import save_checkpoint
+from conftest import REPO, run_script
+from configurator import UserError
+from eval_hellaswag import evaluate_hellaswag, load_examples, score_example
+from model import GPT, GPTConfig
+from tokenizer import Tokenizer
+
+# the real format: one JSON object per line with these fields; the texts are made up
+EXAMPLES = [
+    {"ind": 4, "activity_label": "Removing ice from car", "ctx_a": "A man is standing next to a car covered in snow.",
+     "ctx_b": "he", "ctx": "A man is standing next to a car covered in snow. he",
+     "split": "val", "split_type": "indomain", "label": 1, "source_id": "activitynet~v_example1",
+     "endings": ["eats the snow off the windshield with a spoon.", "drives away.",
+                 "sings to the car while the snow melts in the sun.", "scrapes the ice off the windows."]},
+    {"ind": 5, "activity_label": "Baking cookies", "ctx_a": "A woman puts a tray of dough into the oven.",
+     "ctx_b": "she", "ctx": "A woman puts a tray of dough into the oven. she",
+     "split": "val", "split_type": "zeroshot", "label": 1, "source_id": "wikihow~example2",
+     "endings": ["throws the oven out of the kitchen window and laughs at the neighbours.", "waits.",
+                 "paints the cookies blue before they are baked.", "closes the door and sets a timer."]},
+    {"ind": 6, "activity_label": "Playing guitar", "ctx_a": "A boy sits on a chair holding a guitar.",
+     "ctx_b": "the boy", "ctx": "A boy sits on a chair holding a guitar. the boy",
+     "split": "val", "split_type": "indomain", "label": 0, "source_id": "activitynet~v_example3",
+     "endings": ["strums the strings and sings a song.", "eats the guitar.",
+                 "turns into a bird and flies away over the trees.", "plays."]},
+    {"ind": 7, "activity_label": "Washing dishes", "ctx_a": "Plates are piled up in a sink full of water.",
+     "ctx_b": "a man", "ctx": "Plates are piled up in a sink full of water. a man",
+     "split": "val", "split_type": "zeroshot", "label": 3, "source_id": "wikihow~example4",
+     "endings": ["jumps into the sink.", "reads a newspaper about plates.",
+                 "scrubs each plate with a sponge and rinses it.", "leaves."]},
+]
+
+TINY = dict(block_size=64, vocab_size=50304, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
+
+
+def tiny_gpt(**overrides):
+    torch.manual_seed(1337)
+    model = GPT(GPTConfig(**{**TINY, **overrides}))
+    # a freshly initialised GPT predicts nearly uniformly; larger output weights make the candidates' losses
+    # differ by far more than float rounding, so the argmins are the same however the rows are batched
+    torch.nn.init.normal_(model.lm_head.weight, std=1.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_gpt()
+
+
+@pytest.fixture
+def hellaswag_file(tmp_path):
+    path = tmp_path / "hellaswag_val.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    return path
+
+
+def hand_losses(model, example, block_size=None):
+    """Summed and average loss of each ending, one unpadded row at a time, from the model's logits.
+    With block_size: the row keeps its last block_size + 1 tokens (all of them but the last are input)."""
+    enc = tiktoken.get_encoding("gpt2")
+    ctx = enc.encode(example["ctx"])
+    sums, avgs = [], []
+    for ending in example["endings"]:
+        end = enc.encode(" " + ending)
+        tokens = ctx + end
+        if block_size is not None:
+            tokens = tokens[-(block_size + 1):]
+        idx = torch.tensor([tokens[:-1]])  # the last token is only predicted
+        with torch.no_grad():
+            logits, _ = model(idx, idx)  # any targets: with them the model returns every position's logits
+        logprobs = F.log_softmax(logits[0], dim=-1)
+        # the token at position p is predicted from position p - 1
+        nll = [-logprobs[p - 1, tokens[p]].item() for p in range(len(tokens) - len(end), len(tokens))]
+        sums.append(sum(nll))
+        avgs.append(sum(nll) / len(nll))
+    return torch.tensor(sums), torch.tensor(avgs)
+
+
+def test_each_ending_is_scored_by_its_summed_and_average_token_loss(model):
+    for example in EXAMPLES:
+        sum_loss, avg_loss = score_example(model, example, Tokenizer(), 'cpu', nullcontext())
+        want_sum, want_avg = hand_losses(model, example)
+        torch.testing.assert_close(sum_loss, want_sum, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(avg_loss, want_avg, rtol=1e-5, atol=1e-4)
+
+
+def test_accuracy_counts_the_lowest_summed_and_the_lowest_average_loss(model, hellaswag_file):
+    examples = load_examples(hellaswag_file)
+    assert examples == EXAMPLES
+    hand = [hand_losses(model, e) for e in EXAMPLES]
+    pred = [s.argmin().item() for s, _ in hand]
+    pred_norm = [a.argmin().item() for _, a in hand]
+    labels = [e["label"] for e in EXAMPLES]
+    want = dict(acc=sum(p == l for p, l in zip(pred, labels)) / 4,
+                acc_norm=sum(p == l for p, l in zip(pred_norm, labels)) / 4, n=4)
+    assert want["acc"] != want["acc_norm"]  # the examples tell the two apart: a sum favours short endings
+    assert evaluate_hellaswag(model, examples, 'cpu', nullcontext()) == want
+
+
+def test_model_mode_is_restored(model):
+    model.train()
+    evaluate_hellaswag(model, EXAMPLES[:1], 'cpu', nullcontext())
+    assert model.training
+    model.eval()
+
+
+def test_context_longer_than_block_size_keeps_its_last_tokens():
+    block_size = 16
+    model = tiny_gpt(block_size=block_size)
+    example = dict(EXAMPLES[0], ctx="It was a cold morning in the north, and the snow had fallen all night long. "
+                                    "Cars were buried up to their mirrors along the street. " + EXAMPLES[0]["ctx"])
+    sum_loss, avg_loss = score_example(model, example, Tokenizer(), 'cpu', nullcontext())
+    want_sum, want_avg = hand_losses(model, example, block_size)
+    torch.testing.assert_close(sum_loss, want_sum, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(avg_loss, want_avg, rtol=1e-5, atol=1e-4)
+
+
+def test_character_level_model_is_refused():
+    model = tiny_gpt(vocab_size=65)
+    with pytest.raises(UserError, match="GPT-2's BPE vocabulary .* this one has 65"):
+        evaluate_hellaswag(model, EXAMPLES, 'cpu', nullcontext())
+
+
+def test_malformed_line_is_reported_with_its_number(tmp_path):
+    path = tmp_path / "hellaswag_val.jsonl"
+    path.write_text(json.dumps(EXAMPLES[0]) + "\n" + json.dumps(dict(EXAMPLES[1], endings=["one"])) + "\n")
+    with pytest.raises(UserError, match="line 2 is not a HellaSwag example"):
+        load_examples(path)
+
+
+def test_missing_file_is_downloaded(tmp_path, monkeypatch):
+    content = "".join(json.dumps(e) + "\n" for e in EXAMPLES).encode()
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: io.BytesIO(content))
+    path = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
+    assert load_examples(str(path)) == EXAMPLES
+    assert [p.name for p in path.parent.iterdir()] == ["hellaswag_val.jsonl"]  # no temporary file left
+
+
+# an unreachable proxy makes the download fail at once, with or without a network
+NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
+
+
+def test_failed_download_says_where_to_put_the_file(tmp_path):
+    path = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
+    proc = run_script("eval_hellaswag.py", f"--hellaswag_file={path}", "--device=cpu", cwd=tmp_path,
+                      env=NO_NETWORK, check=False, timeout=60)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot download https://raw.githubusercontent.com/")
+    assert f"put it at {path}" in lines[0]
+    assert list(path.parent.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory, model):
+    out_dir = tmp_path_factory.mktemp("out")
+    save_checkpoint({'model': model.state_dict(), 'model_args': TINY, 'config': {'dataset': 'openwebtext'},
+                     'iter_num': 0, 'best_val_loss': 1e9, 'optimizer': {}}, out_dir / "ckpt.pt")
+    return out_dir
+
+
+def test_cli_evaluates_a_checkpoint(model, checkpoint_dir, hellaswag_file):
+    proc = run_script("eval_hellaswag.py", "--init_from=resume", f"--out_dir={checkpoint_dir}",
+                      f"--hellaswag_file={hellaswag_file}", "--device=cpu", "--max_examples=3", timeout=120)
+    want = evaluate_hellaswag(model, EXAMPLES[:3], 'cpu', nullcontext())
+    assert (f"HellaSwag on 3 examples: acc_norm {want['acc_norm']:.4f} (lowest average per-token loss of the "
+            f"ending), acc {want['acc']:.4f} (lowest summed loss)") in proc.stdout
+
+
+DISTRIBUTED_SCRIPT = """
+import json, sys
+from contextlib import nullcontext
+import torch.distributed as dist
+sys.path.insert(0, sys.argv[1])
+from checkpoint import load_checkpoint, model_from_checkpoint
+from eval_hellaswag import evaluate_hellaswag, load_examples
+dist.init_process_group('gloo')
+model = model_from_checkpoint(load_checkpoint(sys.argv[2]), sys.argv[2])
+result = evaluate_hellaswag(model, load_examples(sys.argv[3])[:3], 'cpu', nullcontext(),
+                            dist.get_rank(), dist.get_world_size())
+with open(f"rank{dist.get_rank()}.json", "w") as f:
+    json.dump(result, f)
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_share_the_examples_and_sum_their_counts(model, checkpoint_dir, hellaswag_file, tmp_path):
+    script = tmp_path / "hellaswag_ddp.py"
+    script.write_text(DISTRIBUTED_SCRIPT)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(script), str(REPO), str(checkpoint_dir / "ckpt.pt"), str(hellaswag_file)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})  # torchrun leaves a folder in the temp dir
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    want = evaluate_hellaswag(model, EXAMPLES[:3], 'cpu', nullcontext())  # 2 examples on rank 0, 1 on rank 1
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == want

@@ -1,0 +1,71 @@
+"""plot.py: log.jsonl in, loss.png out."""
+
+import json
+
+import matplotlib.image
+
+from conftest import run_script
+from plot import loss_curves, read_log
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_log(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def training_log(with_tokens=True):
+    """What train.py writes: provenance, then a training record every log_interval and an eval every 4 iters."""
+    tokens_per_iter = 12 * 1024 * 40
+    records = [{"provenance": {"git_commit": "abc123", "torch": "2.13.0", "device": "cpu"}}]
+    for it in range(9):
+        tokens = {"tokens": it * tokens_per_iter} if with_tokens else {}
+        if it % 4 == 0:
+            records.append({"iter": it, "train_loss": 10.9 - 0.5 * it, "val_loss": 11.0 - 0.5 * it, **tokens})
+        records.append({"iter": it, "loss": 10.8 - 0.5 * it, "lr": 6e-4, "dt_ms": 120.0, "mfu": 0.31, **tokens})
+    return records
+
+
+def test_plot_writes_a_png_with_an_iterations_and_a_tokens_panel(tmp_path):
+    write_log(tmp_path / "log.jsonl", training_log())
+    proc = run_script("plot.py", f"--out_dir={tmp_path}")
+    png = tmp_path / "loss.png"
+    assert f"wrote {png}" in proc.stdout
+    assert png.read_bytes()[:8] == PNG_SIGNATURE
+    assert matplotlib.image.imread(png).shape == (450, 1200, 4)  # two 6 x 4.5 inch panels at 100 dpi
+
+
+def test_log_without_tokens_is_plotted_against_iterations_alone(tmp_path):
+    write_log(tmp_path / "log.jsonl", training_log(with_tokens=False))
+    run_script("plot.py", f"--out_dir={tmp_path}")
+    assert matplotlib.image.imread(tmp_path / "loss.png").shape == (450, 600, 4)
+
+
+def test_curves_keep_the_latest_record_of_an_iteration_and_skip_a_half_written_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    # a run to iter 2, resumed from its checkpoint at iter 1, then a line being written
+    write_log(log, [{"iter": 0, "loss": 5.0, "tokens": 0}, {"iter": 1, "loss": 4.0, "tokens": 10},
+                    {"iter": 2, "loss": 3.5, "tokens": 20}, {"provenance": {}},
+                    {"iter": 1, "train_loss": 3.9, "val_loss": 4.1, "tokens": 10},
+                    {"iter": 2, "loss": 3.0, "tokens": 20}])
+    with open(log, "a") as f:
+        f.write('{"iter": 3, "lo')
+    assert loss_curves(read_log(log)) == {
+        "train": [(0, 0, 5.0), (1, 10, 4.0), (2, 20, 3.0)],
+        "train (eval)": [(1, 10, 3.9)],
+        "val (eval)": [(1, 10, 4.1)],
+    }
+
+
+def test_missing_log_says_to_run_train_first(tmp_path):
+    proc = run_script("plot.py", f"--out_dir={tmp_path}", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: no log at {tmp_path / 'log.jsonl'}; run train.py first, with the same --out_dir\n"
+
+
+def test_log_without_losses_is_an_error(tmp_path):
+    write_log(tmp_path / "log.jsonl", [{"provenance": {"git_commit": None}}])
+    proc = run_script("plot.py", f"--out_dir={tmp_path}", check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"error: {tmp_path / 'log.jsonl'} has no losses yet")
+    assert not (tmp_path / "loss.png").exists()

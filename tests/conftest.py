@@ -1,9 +1,13 @@
 """Shared test setup: the repo on sys.path, offline tiktoken and wandb, and a way to run the scripts for real."""
 
+import functools
+import http.server
 import os
 import shutil
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,3 +44,17 @@ def char_data_root(tmp_path_factory):
     subprocess.run([sys.executable, str(script_dir / "prepare.py"), "--input", str(SHAKESPEARE)],
                    check=True, capture_output=True, cwd=root)
     return root
+
+
+@contextmanager
+def serve_files(directory):
+    """A real HTTP server on localhost serving directory; yields its base URL. For the download code paths."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

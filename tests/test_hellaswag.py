@@ -1,6 +1,5 @@
 """HellaSwag scoring against a hand computation with a tiny random GPT, and eval_hellaswag.py end to end."""
 
-import io
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import save_checkpoint
-from conftest import REPO, run_script
+from conftest import REPO, run_script, serve_files
 from configurator import UserError
 from eval_hellaswag import evaluate_hellaswag, load_examples, score_example
 from model import GPT, GPTConfig
@@ -141,11 +140,13 @@ def test_malformed_line_is_reported_with_its_number(tmp_path):
         load_examples(path)
 
 
-def test_missing_file_is_downloaded(tmp_path, monkeypatch):
-    content = "".join(json.dumps(e) + "\n" for e in EXAMPLES).encode()
-    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: io.BytesIO(content))
+def test_missing_file_is_downloaded(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "hellaswag_val.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
     path = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
-    assert load_examples(str(path)) == EXAMPLES
+    with serve_files(served) as url:
+        assert load_examples(str(path), url=f"{url}/hellaswag_val.jsonl") == EXAMPLES
     assert [p.name for p in path.parent.iterdir()] == ["hellaswag_val.jsonl"]  # no temporary file left
 
 

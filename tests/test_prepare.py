@@ -1,23 +1,16 @@
 """data/shakespeare_char, data/shakespeare and data/openwebtext prepare scripts, as nanoGPT's."""
-import functools
-import http.server
 import importlib.util
-import os
 import pickle
 import shutil
 import subprocess
 import sys
-import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tiktoken
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))  # offline GPT-2 BPE, here and in subprocesses
+from conftest import REPO, SHAKESPEARE, serve_files
+
 UNREACHABLE = "http://127.0.0.1:9/input.txt"  # the discard port: nothing listens, the connection is refused
 
 
@@ -87,22 +80,11 @@ def test_shakespeare_bpe_matches_nanogpt(tmp_path):
 
 # ---------------------------------------------------------------------------- download
 
-@pytest.fixture
-def file_server():
-    """A real HTTP server on localhost serving the shared tiny shakespeare folder."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHAKESPEARE.parent))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
 @pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
-def test_missing_input_is_downloaded_next_to_the_script(tmp_path, file_server, dataset):
+def test_missing_input_is_downloaded_next_to_the_script(tmp_path, dataset):
     out_dir = copy_script(tmp_path, dataset)
-    result = run(out_dir, "--url", f"{file_server}/input.txt")
+    with serve_files(SHAKESPEARE.parent) as url:
+        result = run(out_dir, "--url", f"{url}/input.txt")
     assert result.returncode == 0, result.stderr
     assert (out_dir / "input.txt").read_bytes() == SHAKESPEARE.read_bytes()
     assert "train has" in result.stdout

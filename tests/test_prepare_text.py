@@ -1,20 +1,16 @@
 """data/prepare_text.py: your own text (a file, a directory or a glob) to train.bin/val.bin (+ meta.pkl)."""
 import importlib.util
-import os
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tiktoken
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from conftest import REPO, SHAKESPEARE
+
 SCRIPT = REPO / "data" / "prepare_text.py"
-SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))  # offline GPT-2 BPE, here and in subprocesses
 EOT = 50256
 
 spec = importlib.util.spec_from_file_location("prepare_text", SCRIPT)

@@ -90,8 +90,10 @@ def peak_flops(device, dtype):
 
 
 def measure_matmul_flops(device, dtype, n=2048, repeats=5):
-    a = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype])
-    b = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype])
+    # a generator of its own: measuring must not move the global RNG, or a training run's dropout would depend on it
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype], generator=generator)
+    b = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype], generator=generator)
     best = float('inf')
     for _ in range(repeats + 1):  # the first is a warm-up
         synchronize(device)
@@ -105,6 +107,6 @@ def measure_matmul_flops(device, dtype, n=2048, repeats=5):
 def synchronize(device):
     """Waits for the device's queued work, so that a timing covers it."""
     if device.startswith('cuda'):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device) # this device's, which need not be the current one
     elif device.startswith('mps'):
         torch.mps.synchronize()

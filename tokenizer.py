@@ -54,3 +54,10 @@ class Tokenizer:
         if hasattr(self, 'bpe'):
             return self.bpe.decode(ids)
         return ''.join(self.itos[i] for i in ids)
+
+    def token_bytes(self, id):
+        """The UTF-8 bytes of one token, for printing tokens as they come: a BPE token may hold only part of
+        a character, so join the bytes of consecutive tokens before decoding (codecs' incremental decoder)."""
+        if hasattr(self, 'bpe'):
+            return self.bpe.decode_single_token_bytes(id)
+        return self.itos[id].encode('utf-8')

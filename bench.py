@@ -1,0 +1,207 @@
+"""
+A much shorter version of train.py for benchmarking: ms per training iteration, tokens/s and MFU.
+With --mode=sample it times generation instead, with and without the KV cache.
+$ python bench.py                  # GPT-2 124M on a GPU; on CPU the model of nanoGPT's CPU recipe
+$ python bench.py --mode=sample    # a GPT-2-small-sized model: 16-token prompt, 256 new tokens
+$ python bench.py --profile=True   # a torch.profiler trace in bench_log/ (chrome://tracing or ui.perfetto.dev)
+"""
+
+import os
+import sys
+import time
+
+import torch
+
+import hardware
+from configurator import UserError, configure
+from dataloader import check_dataset, get_batch
+from model import GPT, GPTConfig
+from tokenizer import load_meta
+
+# -----------------------------------------------------------------------------
+mode = 'train' # 'train': time training iterations; 'sample': time generation with and without the KV cache
+device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'mps'
+dtype = None # 'float32', 'bfloat16' or 'float16'; None: the device's best (hardware.default_dtype)
+compile = True # use PyTorch 2.0 to compile the model to be faster; the compilation is in the untimed warm-up
+profile = False # use pytorch profiler (train mode), or just simple benchmarking?
+seed = 1337
+# the model: None picks GPT-2 124M, except for training on CPU, where it picks the model of nanoGPT's CPU
+# recipe (README: shakespeare_char, 4 layers of 128, block 64), whose iterations take ms, not minutes
+n_layer = None
+n_head = None
+n_embd = None
+block_size = None
+vocab_size = None # a dataset's meta.pkl sets it, as in train.py
+bias = False
+# train mode
+dataset = None # None: shakespeare_char for the CPU recipe, else openwebtext
+real_data = True # batches of data/<dataset>/train.bin (as train.py draws them) if it exists, else random tokens
+batch_size = 12
+burn_in_iters = 10 # untimed
+timed_iters = 20
+# sample mode
+prompt_tokens = 16
+max_new_tokens = 256
+configure(globals(), sys.argv[1:])
+# -----------------------------------------------------------------------------
+
+hardware.check_device(device)
+dtype = dtype or hardware.default_dtype(device) # after configure, so that --device=cpu gets float32
+hardware.check_dtype(device, dtype)
+device_type = torch.device(device).type
+if mode not in ('train', 'sample'):
+    raise UserError(f"mode={mode!r} must be 'train' or 'sample'")
+if profile and mode != 'train':
+    raise UserError("profile=True traces training iterations; use it with --mode=train")
+cpu_recipe = mode == 'train' and device_type == 'cpu'
+n_layer = n_layer or (4 if cpu_recipe else 12)
+n_head = n_head or (4 if cpu_recipe else 12)
+n_embd = n_embd or (128 if cpu_recipe else 768)
+block_size = block_size or (64 if cpu_recipe else 1024)
+vocab_size = vocab_size or (65 if cpu_recipe else 50304) # shakespeare_char's characters; GPT-2's 50257, padded
+dataset = dataset or ('shakespeare_char' if cpu_recipe else 'openwebtext')
+for name in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'batch_size', 'timed_iters', 'prompt_tokens',
+             'max_new_tokens'):
+    if not isinstance(globals()[name], int) or globals()[name] < 1:
+        raise UserError(f"{name}={globals()[name]!r} must be a whole number, at least 1")
+
+torch.manual_seed(seed)
+torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
+torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
+ctx = hardware.autocast(device, dtype)
+
+# data loading init (train mode)
+data_dir = os.path.join('data', dataset)
+use_data = mode == 'train' and real_data and os.path.exists(os.path.join(data_dir, 'train.bin'))
+if use_data:
+    check_dataset(data_dir, block_size)
+    meta_path = os.path.join(data_dir, 'meta.pkl')
+    if os.path.exists(meta_path):
+        vocab_size = load_meta(meta_path)['vocab_size']
+        print(f"data: {data_dir}/train.bin, vocab_size = {vocab_size} (inside {meta_path})")
+    elif vocab_size < 50257:
+        raise UserError(f"{data_dir}/train.bin holds GPT-2 tokens (there is no meta.pkl): vocab_size={vocab_size} "
+                        f"is too small; use --vocab_size=50304")
+    else:
+        print(f"data: {data_dir}/train.bin, GPT-2 tokens")
+    get_train_batch = lambda it: get_batch(data_dir, 'train', batch_size, block_size, seed, it, 0, device)
+elif mode == 'train':
+    # alternatively, if fixed data is desired to not care about data loading
+    print("data: random tokens" + ("" if not real_data else f" (no {data_dir}/train.bin: prepare it for real data)"))
+    x = torch.randint(vocab_size, (batch_size, block_size), device=device)
+    y = torch.randint(vocab_size, (batch_size, block_size), device=device)
+    get_train_batch = lambda it: (x, y)
+
+# model init
+if n_embd % n_head != 0:
+    raise UserError(f"n_embd={n_embd} is not divisible by n_head={n_head}; each head gets n_embd/n_head dimensions")
+model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                      vocab_size=vocab_size, bias=bias, dropout=0.0)) # dropout 0 for determinism
+model.to(device)
+if compile:
+    # in place: torch.compile(model) would return a wrapper whose generate() still calls the uncompiled forward
+    model.compile()
+print(f"{mode} mode on {device} in {dtype}{', compiled' if compile else ''}: n_layer={n_layer}, n_head={n_head}, "
+      f"n_embd={n_embd}, block_size={block_size}, vocab_size={vocab_size}, bias={bias}")
+
+# -----------------------------------------------------------------------------
+
+def train_iteration(it, optimizer, scaler):
+    """One iteration of train.py without gradient accumulation; returns the loss, a tensor on the device."""
+    X, Y = get_train_batch(it)
+    with ctx:
+        logits, loss = model(X, Y)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def bench_train():
+    optimizer = model.configure_optimizers(weight_decay=1e-2, learning_rate=1e-4, betas=(0.9, 0.95),
+                                           device_type=device_type)
+    # float16 needs a GradScaler, as in train.py; a no-op otherwise
+    scaler = torch.amp.GradScaler('cuda', enabled=(dtype == 'float16' and device_type == 'cuda'))
+
+    if profile:
+        # useful docs on pytorch profiler:
+        # - tutorial https://pytorch.org/tutorials/intermediate/tensorboard_profiler_tutorial.html
+        # - api https://pytorch.org/docs/stable/profiler.html#torch.profiler.profile
+        wait, warmup, active = 5, 5, 5
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device_type == 'cuda':
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(
+            activities=activities,
+            schedule=torch.profiler.schedule(wait=wait, warmup=warmup, active=active, repeat=1),
+            on_trace_ready=torch.profiler.tensorboard_trace_handler('./bench_log', use_gzip=True),
+            record_shapes=True,
+            profile_memory=True,
+            with_stack=True, # incurs an additional overhead, disable if not needed
+            with_flops=True,
+        ) as prof:
+            for k in range(wait + warmup + active):
+                lossf = train_iteration(k, optimizer, scaler).item()
+                print(f"{k}/{wait + warmup + active} loss: {lossf:.4f}")
+                prof.step() # notify the profiler at end of each step
+        sort_by = 'self_cuda_time_total' if device_type == 'cuda' else 'self_cpu_time_total'
+        print(prof.key_averages().table(sort_by=sort_by, row_limit=15))
+        print("trace written to bench_log/ (open it in chrome://tracing or ui.perfetto.dev)")
+        return
+
+    # simple benchmarking: burn-in (compilation included), then timed iterations; the device finishes its
+    # queued work before each clock reading, so the time covers all of it
+    for stage, num_steps in enumerate([burn_in_iters, timed_iters]):
+        hardware.synchronize(device)
+        t0 = time.perf_counter()
+        for k in range(num_steps):
+            loss = train_iteration(stage * burn_in_iters + k, optimizer, scaler)
+        hardware.synchronize(device)
+        t1 = time.perf_counter()
+    dt = (t1 - t0) / timed_iters
+    peak = hardware.peak_flops(device, dtype)
+    measured = " (measured: the fastest 2048x2048 float32 matmul)" if device_type != 'cuda' else ""
+    print(f"loss after {burn_in_iters + timed_iters} iterations: {loss.item():.4f}")
+    print(f"time per iteration: {dt * 1000:.2f}ms (mean of {timed_iters}, after {burn_in_iters} untimed)")
+    print(f"tokens/s: {batch_size * block_size / dt:,.0f} ({batch_size} x {block_size} tokens per iteration)")
+    print(f"device peak: {peak / 1e12:.3f} TFLOP/s{measured}")
+    print(f"MFU: {model.estimate_mfu(batch_size, dt, peak) * 100:.2f}%")
+
+
+@torch.no_grad()
+def bench_sample():
+    model.eval()
+    prompt = torch.randint(vocab_size, (1, prompt_tokens), device=device)
+
+    def generate(num_tokens, use_cache):
+        torch.manual_seed(seed) # the same draws for both: the tokens must come out the same
+        with ctx: # temperature and top_k of sample.py's defaults: the benchmark times what a user runs
+            return model.generate(prompt, num_tokens, temperature=0.8, top_k=200, use_cache=use_cache)
+
+    def timed(use_cache):
+        hardware.synchronize(device)
+        t0 = time.perf_counter()
+        tokens = generate(max_new_tokens, use_cache)
+        hardware.synchronize(device)
+        return tokens, time.perf_counter() - t0
+
+    for use_cache in (True, False):
+        generate(4, use_cache) # untimed warm-up, compilation included
+    tokens_cached, dt_cached = timed(use_cache=True)
+    tokens_uncached, dt_uncached = timed(use_cache=False) # nanoGPT's generate: the whole context for every token
+    print(f"{prompt_tokens}-token prompt, {max_new_tokens} new tokens, batch 1")
+    print(f"with KV cache:    {max_new_tokens / dt_cached:8.1f} tokens/s ({dt_cached * 1000 / max_new_tokens:.1f} ms/token)")
+    print(f"without KV cache: {max_new_tokens / dt_uncached:8.1f} tokens/s ({dt_uncached * 1000 / max_new_tokens:.1f} ms/token)")
+    print(f"speedup: {dt_uncached / dt_cached:.1f}x")
+    same = torch.equal(tokens_cached, tokens_uncached)
+    print(f"same tokens with and without the cache: {same}" + ("" if same or dtype == 'float32' else
+          f" (in {dtype} the two paths round differently, so a near tie can go either way)"))
+
+
+if mode == 'train':
+    bench_train()
+else:
+    bench_sample()

@@ -1,0 +1,53 @@
+"""bench.py on CPU with a tiny model: training iterations (ms, tokens/s, MFU), a profiler trace, and sampling
+with and without the KV cache."""
+import re
+
+from conftest import run_script
+
+TINY = ("--device=cpu", "--compile=False", "--n_layer=2", "--n_head=2", "--n_embd=32")
+TRAIN = (*TINY, "--block_size=32", "--batch_size=4", "--burn_in_iters=2", "--timed_iters=3")
+
+
+def figure(pattern, stdout):
+    match = re.search(pattern, stdout)
+    assert match, f"no {pattern!r} in\n{stdout}"
+    return float(match.group(1).replace(",", ""))
+
+
+def test_train_mode_prints_ms_per_iteration_tokens_per_second_and_mfu(tmp_path):
+    proc = run_script("bench.py", *TRAIN, cwd=tmp_path, timeout=120)
+    assert "data: random tokens (no data/shakespeare_char/train.bin: prepare it for real data)" in proc.stdout
+    ms = figure(r"time per iteration: ([\d.]+)ms \(mean of 3, after 2 untimed\)", proc.stdout)
+    tokens_per_s = figure(r"tokens/s: ([\d,]+) \(4 x 32 tokens per iteration\)", proc.stdout)
+    peak = figure(r"device peak: ([\d.]+) TFLOP/s \(measured: the fastest 2048x2048 float32 matmul\)", proc.stdout)
+    mfu = figure(r"MFU: ([\d.]+)%", proc.stdout)
+    assert abs(tokens_per_s - 4 * 32 / (ms / 1000)) <= 0.01 * tokens_per_s
+    assert peak > 0 and 0 < mfu < 100
+
+
+def test_train_mode_reads_the_datasets_train_bin_and_vocab(char_data_root):
+    proc = run_script("bench.py", *TRAIN, cwd=char_data_root, timeout=120)
+    assert ("data: data/shakespeare_char/train.bin, vocab_size = 65 (inside data/shakespeare_char/meta.pkl)"
+            in proc.stdout)
+    assert "vocab_size=65" in proc.stdout
+
+
+def test_profile_writes_a_trace(tmp_path):
+    proc = run_script("bench.py", *TRAIN, "--profile=True", cwd=tmp_path, timeout=120)
+    assert "14/15 loss:" in proc.stdout
+    assert len(list((tmp_path / "bench_log").glob("*.pt.trace.json.gz"))) == 1
+
+
+def test_sample_mode_times_generation_with_and_without_kv_cache_and_gets_the_same_tokens(tmp_path):
+    proc = run_script("bench.py", *TINY, "--mode=sample", "--block_size=64", "--vocab_size=100",
+                      "--max_new_tokens=40", cwd=tmp_path, timeout=120)
+    assert "16-token prompt, 40 new tokens, batch 1" in proc.stdout
+    cached = figure(r"with KV cache: +([\d.]+) tokens/s", proc.stdout)
+    uncached = figure(r"without KV cache: +([\d.]+) tokens/s", proc.stdout)
+    assert abs(figure(r"speedup: ([\d.]+)x", proc.stdout) - cached / uncached) < 0.1  # both rounded to 0.1
+    assert "same tokens with and without the cache: True" in proc.stdout
+
+
+def test_unknown_mode_is_a_one_line_error(tmp_path):
+    proc = run_script("bench.py", "--mode=infer", cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == "error: mode='infer' must be 'train' or 'sample'\n"

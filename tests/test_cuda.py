@@ -1,0 +1,63 @@
+"""On a CUDA GPU: the model in reduced precision and the scripts with autocast, GradScaler and compile.
+Skipped on machines without CUDA."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from checkpoint import load_checkpoint
+from conftest import run_script
+from model import GPT, GPTConfig
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+TINY_RUN = ["--dataset=shakespeare_char", "--device=cuda", "--n_layer=2", "--n_head=2", "--n_embd=64",
+            "--block_size=64", "--batch_size=16", "--gradient_accumulation_steps=1", "--max_iters=60",
+            "--lr_decay_iters=60", "--warmup_iters=5", "--eval_interval=30", "--eval_iters=5", "--log_interval=10",
+            "--learning_rate=3e-3"]
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(block_size=64, vocab_size=128, n_layer=2, n_head=4, n_embd=64)).cuda().eval()
+
+
+def training_losses(out_dir):
+    records = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]
+
+
+def test_flash_and_manual_attention_agree_in_bfloat16():
+    model = tiny_model()
+    idx = torch.randint(0, 128, (4, 64), device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        flash, _ = model(idx, targets=idx)
+        for block in model.transformer.h:
+            block.attn.flash = False
+        manual, _ = model(idx, targets=idx)
+    assert (flash.float() - manual.float()).abs().max().item() < 0.05
+
+
+def test_cached_generation_gives_the_uncached_tokens():
+    model = tiny_model()
+    prompt = torch.randint(0, 128, (2, 8), device="cuda")
+    cached = model.generate(prompt, 80, temperature=0)  # past block_size 64
+    uncached = model.generate(prompt, 80, temperature=0, use_cache=False)
+    assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("dtype, compile", [("bfloat16", "True"), ("float16", "False")])
+def test_training_on_cuda_lowers_the_loss(char_data_root, tmp_path, dtype, compile):
+    shutil.copytree(char_data_root / "data", tmp_path / "data")
+    run_script("train.py", *TINY_RUN, f"--dtype={dtype}", f"--compile={compile}", "--out_dir=out", cwd=tmp_path)
+    losses = training_losses(tmp_path / "out")
+    assert losses[-1] < losses[0] - 0.5
+    checkpoint = load_checkpoint(tmp_path / "out" / "ckpt.pt")
+    assert checkpoint["config"]["dtype"] == dtype
+    if dtype == "float16":  # the GradScaler is in use, and its scale is saved for an exact resume
+        assert checkpoint["scaler"]["scale"] > 0
+    proc = run_script("sample.py", "--out_dir=out", "--device=cuda", "--num_samples=1", "--max_new_tokens=50",
+                      f"--dtype={dtype}", cwd=tmp_path)
+    assert len(proc.stdout) > 50

@@ -1,0 +1,127 @@
+"""train.py under a real `torchrun --standalone --nproc_per_node=2` on CPU (gloo): the same training as one process
+with the same global batch, and a graceful stop of all processes together."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from checkpoint import load_checkpoint
+from conftest import REPO
+from test_train import TINY, eval_losses, iter_losses, read_log, train
+
+# the same global batch of 2 x 4 rows: 2 micro-steps of one process, or 1 micro-step in each of 2 processes
+ARGS = ['--gradient_accumulation_steps=2', '--max_iters=6', '--eval_interval=3']
+
+
+def torchrun_command(out_dir, *args):
+    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+            str(REPO / 'train.py'), *TINY, f'--out_dir={out_dir}', *args]
+
+
+def torchrun(cwd, out_dir, *args):
+    proc = subprocess.run(torchrun_command(out_dir, *args), cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(char_data_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    ddp = torchrun(char_data_root, tmp / 'ddp', *ARGS)
+    train(char_data_root, tmp / 'single', *ARGS)
+    return tmp / 'ddp', tmp / 'single', ddp
+
+
+def test_two_processes_give_the_loss_of_one_process(runs):
+    ddp_dir, single_dir, _ = runs
+    ddp, single = iter_losses(read_log(ddp_dir)), iter_losses(read_log(single_dir))
+    assert list(ddp) == list(single) == list(range(6))
+    # the same numbers, summed in another order
+    assert all(abs(ddp[i] - single[i]) < 1e-5 for i in ddp)
+    ddp_evals, single_evals = eval_losses(read_log(ddp_dir)), eval_losses(read_log(single_dir))
+    assert list(ddp_evals) == list(single_evals) == [0, 3, 6]
+    assert all(abs(a - b) < 1e-5 for i in ddp_evals for a, b in zip(ddp_evals[i], single_evals[i]))
+
+
+def test_two_processes_give_the_weights_of_one_process(runs):
+    ddp_dir, single_dir, _ = runs
+    ddp, single = load_checkpoint(ddp_dir / 'ckpt.pt'), load_checkpoint(single_dir / 'ckpt.pt')
+    assert ddp['iter_num'] == single['iter_num'] == 6
+    assert all(torch.allclose(ddp['model'][k], single['model'][k], atol=1e-5) for k in single['model'])
+
+
+def test_processes_keep_identical_weights(runs):
+    # every checkpoint compares all weights across the processes and fails the run if any differs
+    _, _, proc = runs
+    assert proc.stdout.count("weights identical on all 2 processes") == 2  # at iters 3 and 6
+
+
+def test_checkpoint_holds_each_process_rng_state(runs):
+    ddp_dir, _, _ = runs
+    rngs = load_checkpoint(ddp_dir / 'ckpt.pt')['rng']
+    assert len(rngs) == 2
+    assert not torch.equal(rngs[0]['torch'], rngs[1]['torch'])  # seeded 1337 and 1338, for dropout
+
+
+def test_nccl_falls_back_to_gloo_on_cpu_with_a_message(runs):
+    _, _, proc = runs
+    assert "nccl needs CUDA devices; using the gloo backend for device=cpu" in proc.stdout
+
+
+# -----------------------------------------------------------------------------
+# graceful stop
+
+def children(pid):
+    """{RANK: pid} of the training processes torchrun started."""
+    ranks = {}
+    for entry in Path('/proc').iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / 'stat').read_text().rsplit(')', 1)[1].split()[1]) == pid:
+                env = dict(v.split('=', 1) for v in (entry / 'environ').read_text().split('\0') if '=' in v)
+                ranks[int(env['RANK'])] = int(entry.name)
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # gone, or not one of ours
+    return ranks
+
+
+def start_and_wait_for_iter(cwd, out_dir, iteration, timeout=120):
+    """Starts a long torchrun training; returns it once log.jsonl has reached the given iteration."""
+    proc = subprocess.Popen(torchrun_command(out_dir, '--gradient_accumulation_steps=2', '--max_iters=100000',
+                                                     '--eval_interval=1000'), cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if (out_dir / 'log.jsonl').exists() and any(r.get('iter', -1) >= iteration and 'loss' in r
+                                                     for r in read_log(out_dir)):
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"training did not reach iter {iteration}: {proc.communicate()}")
+
+
+def test_sigterm_to_one_process_stops_all_with_a_checkpoint(char_data_root, tmp_path):
+    proc = start_and_wait_for_iter(char_data_root, tmp_path, 3)
+    os.kill(children(proc.pid)[1], signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]  # torchrun: every process exited 0
+    last = max(iter_losses(read_log(tmp_path)))
+    assert f"saving checkpoint to {tmp_path} (stopped by another process, iter {last + 1}" in stdout
+    assert f"stopped at iter {last + 1}; to go on: python train.py" in stdout
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == last + 1
+
+
+def test_sigterm_to_torchrun_stops_all_with_a_checkpoint(char_data_root, tmp_path):
+    proc = start_and_wait_for_iter(char_data_root, tmp_path, 3)
+    proc.send_signal(signal.SIGTERM)  # torchrun passes it on to both processes
+    stdout, stderr = proc.communicate(timeout=120)
+    # torchrun itself reports the signal it got with exit code 1; the training processes stopped cleanly
+    last = max(iter_losses(read_log(tmp_path)))
+    assert f"saving checkpoint to {tmp_path} (stopped by SIGTERM, iter {last + 1}" in stdout
+    assert f"stopped at iter {last + 1}; to go on" in stdout
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == last + 1

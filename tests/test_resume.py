@@ -1,0 +1,98 @@
+"""A run that is killed, or stopped, and resumed with --init_from=resume is the run that was never interrupted:
+the same losses at every iteration and the same final weights, bit for bit; checkpoints survive a kill at any time."""
+
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from checkpoint import load_checkpoint
+from conftest import REPO
+from test_train import TINY, eval_losses, iter_losses, read_log, train
+
+# dropout makes the run depend on the RNG state too
+ARGS = ['--max_iters=24', '--eval_interval=4', '--dropout=0.1', '--gradient_accumulation_steps=2']
+
+
+def start(cwd, out_dir, *args):
+    return subprocess.Popen([sys.executable, str(REPO / 'train.py'), *TINY, f'--out_dir={out_dir}', *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc, condition, timeout=120):
+    deadline = time.time() + timeout
+    while not condition():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"the condition never came true: {proc.communicate()}")
+        time.sleep(0.002)
+
+
+def logged_iters(out_dir):
+    try:
+        return list(iter_losses(read_log(out_dir)))
+    except (OSError, ValueError):  # not there yet, or a line half written
+        return []
+
+
+def test_kill9_then_resume_gives_bit_identical_losses_and_weights(char_data_root, tmp_path):
+    train(char_data_root, tmp_path / 'whole', *ARGS)
+
+    out_dir = tmp_path / 'killed'
+    kill_at = random.Random().randint(5, 20)  # after the first checkpoint, at iter 4
+    print(f"killing at iter {kill_at}")
+    proc = start(char_data_root, out_dir, *ARGS)
+    wait_for(proc, lambda: (out_dir / 'ckpt.pt').exists() and max(logged_iters(out_dir), default=0) >= kill_at)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert max(logged_iters(out_dir)) < 23  # it did not finish
+    train(char_data_root, out_dir, *ARGS, '--init_from=resume')
+
+    whole, resumed = read_log(tmp_path / 'whole'), read_log(out_dir)
+    assert iter_losses(resumed) == iter_losses(whole)
+    assert eval_losses(resumed) == eval_losses(whole)
+    # the iterations the killed run did after its checkpoint were done again, and came out the same
+    redone = [r for r in resumed if 'loss' in r]
+    assert all(r['loss'] == iter_losses(whole)[r['iter']] for r in redone)
+    a, b = load_checkpoint(tmp_path / 'whole' / 'ckpt.pt'), load_checkpoint(out_dir / 'ckpt.pt')
+    assert a['iter_num'] == b['iter_num'] == 24
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert all(torch.equal(a['optimizer']['state'][i]['exp_avg_sq'], b['optimizer']['state'][i]['exp_avg_sq'])
+               for i in a['optimizer']['state'])
+
+
+def test_kill_during_checkpoint_write_leaves_a_loadable_checkpoint(char_data_root, tmp_path):
+    # a model of 13M parameters: a checkpoint of 150 MB takes a while to write
+    args = ['--n_layer=4', '--n_head=4', '--n_embd=512', '--block_size=8', '--batch_size=1', '--eval_interval=1',
+            '--always_save_checkpoint=True', '--max_iters=20']
+    proc = start(char_data_root, tmp_path, *args)
+    wait_for(proc, lambda: (tmp_path / 'ckpt.pt').exists() and list(tmp_path.glob('ckpt.pt.tmp.*')))
+    time.sleep(random.Random().uniform(0, 0.2))  # somewhere in the write, or just after it
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    iter_num = load_checkpoint(tmp_path / 'ckpt.pt')['iter_num']
+    assert iter_num in (1, 2)  # the old checkpoint, or the new one: whole either way
+
+    left = list(tmp_path.glob('ckpt.pt.tmp.*'))
+    proc = train(char_data_root, tmp_path, *args, '--init_from=resume', f'--max_iters={iter_num + 1}')
+    assert all(f"removing {path}, an unfinished checkpoint" in proc.stdout for path in left)
+    assert not list(tmp_path.glob('ckpt.pt.tmp.*'))
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == iter_num + 1
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_with_checkpoint_and_exit_0(sig, char_data_root, tmp_path):
+    proc = start(char_data_root, tmp_path, '--max_iters=100000', '--eval_interval=1000')
+    wait_for(proc, lambda: max(logged_iters(tmp_path), default=0) >= 3)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    stop = max(logged_iters(tmp_path)) + 1
+    assert f"{sig.name}: stopping after this iteration" in stdout
+    assert f"stopped at iter {stop}; to go on: python train.py {' '.join(TINY)} --out_dir={tmp_path} " \
+           f"--max_iters=100000 --eval_interval=1000 --init_from=resume" in stdout
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == stop

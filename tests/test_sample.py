@@ -1,0 +1,214 @@
+"""sample.py end to end: checkpoints of train.py and of nanoGPT, char-level and GPT-2 BPE, and its errors."""
+import re
+
+import pytest
+import tiktoken
+import torch
+from conftest import run_script
+
+from model import GPT, GPTConfig
+
+SEPARATOR = "\n---------------\n"
+
+
+def write_checkpoint(out_dir, model, dataset, prefix=""):
+    """ckpt.pt as nanoGPT's train.py writes it; prefix='_orig_mod.' as it does for a compiled model."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_args = {k: getattr(model.config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias',
+                                                        'vocab_size', 'dropout')}
+    torch.save({
+        'model': {prefix + k: v for k, v in model.state_dict().items()},
+        'optimizer': torch.optim.AdamW(model.parameters()).state_dict(),
+        'model_args': model_args,
+        'iter_num': 0,
+        'best_val_loss': 1e9,
+        'config': {'dataset': dataset, 'batch_size': 12, 'compile': bool(prefix)},
+    }, out_dir / 'ckpt.pt')
+    return out_dir
+
+
+def char_model(seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=65, bias=False))
+
+
+def spelling_model(text, favour_padded_ids=False):
+    """A GPT-2-vocabulary model whose greedy continuation of any 1-token prompt is text, one UTF-8 byte per
+    token, so that most tokens hold part of a character. The blocks add nothing (zero c_proj); position p
+    embeds as direction p, which only the token due at p+1 shares. favour_padded_ids: ids 50257..50303,
+    which GPT-2's tokenizer does not have, outscore those tokens at every position."""
+    enc = tiktoken.get_encoding("gpt2")
+    targets = [enc.encode_single_token(bytes([b])) for b in text.encode('utf-8')]
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=4 * len(targets), block_size=len(targets) + 1,
+                          vocab_size=50304, bias=False))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('c_proj.weight'):
+                p.zero_()
+        wte, wpe = model.transformer.wte.weight, model.transformer.wpe.weight
+        wte.zero_()
+        wpe.zero_()
+        for pos, token in enumerate(targets):
+            wpe[pos, pos] = 100.0
+            wte[token, pos] = 1.0
+        if favour_padded_ids:
+            wte[50257:, :len(targets)] = 2.0
+    return model
+
+
+def samples(stdout):
+    """The samples printed, without the lines before them (config, tokenizer, prompt notes)."""
+    body = re.split(r"(?:meta\.pkl\.\.\.|GPT-2 encodings\.\.\.|\(its block_size\))\n", stdout)[-1]
+    assert body.endswith(SEPARATOR)
+    return body[:-len(SEPARATOR)].split(SEPARATOR)
+
+
+def run_sample(*args, cwd, check=True):
+    return run_script("sample.py", "--device=cpu", *args, cwd=cwd, check=check, timeout=120)
+
+
+# ---------------------------------------------------------------------------- char-level
+
+SHAKESPEARE_CHARS = set("\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def assert_char_samples(stdout, num_samples, max_new_tokens):
+    """num_samples different texts of the prompt ROMEO: and max_new_tokens characters of the dataset."""
+    assert "Loading meta from data/shakespeare_char/meta.pkl..." in stdout
+    texts = samples(stdout)
+    assert len(texts) == num_samples and len(set(texts)) == num_samples  # each sample draws anew
+    for text in texts:
+        assert text.startswith("ROMEO:") and len(text) == len("ROMEO:") + max_new_tokens
+        assert set(text) <= SHAKESPEARE_CHARS
+
+
+def test_samples_from_a_char_checkpoint_written_by_train_py(tmp_path, char_data_root):
+    run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--n_layer=2",
+               "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1",
+               "--max_iters=4", "--eval_interval=4", "--eval_iters=2", "--warmup_iters=0", "--lr_decay_iters=4",
+               f"--out_dir={tmp_path / 'out'}", cwd=char_data_root, timeout=120)
+    proc = run_sample(f"--out_dir={tmp_path / 'out'}", "--start=ROMEO:", "--num_samples=2", "--max_new_tokens=30",
+                      cwd=char_data_root)
+    assert_char_samples(proc.stdout, num_samples=2, max_new_tokens=30)
+
+
+def test_samples_from_a_char_checkpoint_written_by_nanogpt(tmp_path, char_data_root):
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
+    proc = run_sample(f"--out_dir={out_dir}", "--start=ROMEO:", "--num_samples=3", "--max_new_tokens=40",
+                      cwd=char_data_root)
+    assert_char_samples(proc.stdout, num_samples=3, max_new_tokens=40)
+
+
+def test_orig_mod_prefixed_checkpoint_samples_the_same_text(tmp_path, char_data_root):
+    plain = write_checkpoint(tmp_path / "plain", char_model(), "shakespeare_char")
+    compiled = write_checkpoint(tmp_path / "compiled", char_model(), "shakespeare_char", prefix="_orig_mod.")
+    args = ("--num_samples=2", "--max_new_tokens=30")
+    assert samples(run_sample(f"--out_dir={plain}", *args, cwd=char_data_root).stdout) == \
+        samples(run_sample(f"--out_dir={compiled}", *args, cwd=char_data_root).stdout)
+
+
+def test_file_prompt_is_read_from_the_file(tmp_path, char_data_root):
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n", encoding="utf-8")
+    proc = run_sample(f"--out_dir={out_dir}", f"--start=FILE:{prompt}", "--num_samples=1", "--max_new_tokens=10",
+                      cwd=char_data_root)
+    [text] = samples(proc.stdout)
+    assert text.startswith(prompt.read_text(encoding="utf-8")) and len(text) == len(prompt.read_text()) + 10
+
+
+def test_temperature_zero_gives_the_same_text_every_time(tmp_path, char_data_root):
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
+    args = (f"--out_dir={out_dir}", "--temperature=0", "--num_samples=2", "--max_new_tokens=40")
+    first = samples(run_sample(*args, cwd=char_data_root).stdout)
+    other_seed = samples(run_sample(*args, "--seed=7", cwd=char_data_root).stdout)
+    assert first[0] == first[1] == other_seed[0] == other_seed[1]
+
+
+def test_generation_runs_past_block_size(tmp_path, char_data_root):
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")  # block_size 32
+    proc = run_sample(f"--out_dir={out_dir}", "--start=" + "a" * 40, "--num_samples=1", "--max_new_tokens=30",
+                      cwd=char_data_root)
+    assert "the prompt has 40 tokens; the model sees the last 32 (its block_size)" in proc.stdout
+    assert len(samples(proc.stdout)[0]) == 70
+
+
+# ---------------------------------------------------------------------------- GPT-2 BPE
+
+def test_bpe_checkpoint_without_meta_samples_gpt2_tokens(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=50304))
+    out_dir = write_checkpoint(tmp_path / "out", model, "openwebtext")  # no data/openwebtext/meta.pkl in cwd
+    proc = run_sample(f"--out_dir={out_dir}", "--start=Hello, world", "--num_samples=2", "--max_new_tokens=20",
+                      "--temperature=1.0", "--top_k=50304", cwd=tmp_path)
+    assert "No meta.pkl found, assuming GPT-2 encodings..." in proc.stdout
+    texts = samples(proc.stdout)
+    assert len(texts) == 2 and all(t.startswith("Hello, world") and len(t) > len("Hello, world") for t in texts)
+
+
+def test_bpe_stream_prints_whole_characters_split_across_tokens(tmp_path):
+    text = "é日😀"  # 2, 3 and 4 UTF-8 bytes, each byte its own token
+    out_dir = write_checkpoint(tmp_path / "out", spelling_model(text), "openwebtext")
+    proc = run_sample(f"--out_dir={out_dir}", "--temperature=0", "--num_samples=1", "--max_new_tokens=9",
+                      cwd=tmp_path)
+    assert samples(proc.stdout) == ["\n" + text]
+
+
+def test_padded_vocab_ids_are_never_sampled(tmp_path):
+    text = "é日😀"
+    out_dir = write_checkpoint(tmp_path / "out", spelling_model(text, favour_padded_ids=True), "openwebtext")
+    proc = run_sample(f"--out_dir={out_dir}", "--temperature=0", "--num_samples=1", "--max_new_tokens=9",
+                      cwd=tmp_path)
+    assert samples(proc.stdout) == ["\n" + text]  # the best ids tiktoken knows, not the better padded ones
+
+
+def test_samples_from_a_directory_saved_by_transformers(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32)).save_pretrained(tmp_path / "hf")
+    proc = run_sample(f"--init_from={tmp_path / 'hf'}", "--start=Hello", "--num_samples=1", "--max_new_tokens=5",
+                      cwd=tmp_path)
+    [text] = samples(proc.stdout)
+    assert text.startswith("Hello") and len(text) > len("Hello")
+
+
+# ---------------------------------------------------------------------------- errors
+
+def assert_user_error(proc, message):
+    """A mistake of the user's ends sample.py with one line on stderr that says what is wrong, and exit code 1."""
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert re.fullmatch(r"error: [^\n]+\n", proc.stderr), proc.stderr
+    assert message in proc.stderr
+
+
+ERRORS = {
+    'prompt_char_not_in_vocab': ("--start=Hi @ and #", "characters not in the vocabulary of "
+                                                       "data/shakespeare_char/meta.pkl: '#@'"),
+    'missing_out_dir': ("--out_dir=no-such-dir", "no checkpoint at no-such-dir/ckpt.pt"),
+    'missing_prompt_file': ("--start=FILE:no-such-prompt.txt", "cannot read the prompt file no-such-prompt.txt: "
+                                                              "No such file or directory"),
+    'empty_prompt': ("--start=", "the prompt is empty"),
+    'device_not_here': ("--device=cuda:7", "device=cuda:7"),
+    'unknown_dtype': ("--dtype=float64", "dtype='float64' is not supported"),
+    'negative_temperature': ("--temperature=-1", "temperature=-1.0 must be >= 0"),
+    'top_p_out_of_range': ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
+    'unknown_init_from': ("--init_from=gpt3", "'gpt3' is neither a GPT-2 model name"),
+}
+
+
+@pytest.mark.parametrize("case", ERRORS)
+def test_user_error_is_one_line_without_traceback(case, tmp_path, char_data_root):
+    arg, message = ERRORS[case]
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
+    # the last --out_dir given wins
+    proc = run_sample(f"--out_dir={out_dir}", arg, "--num_samples=1", "--max_new_tokens=5", cwd=char_data_root,
+                      check=False)
+    assert_user_error(proc, message)
+
+
+def test_char_checkpoint_away_from_its_meta_pkl_says_where_to_run(tmp_path):
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
+    proc = run_sample(f"--out_dir={out_dir}", cwd=tmp_path, check=False)  # no data/shakespeare_char/ here
+    assert_user_error(proc, "the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
+                            "run sample.py in the directory that holds data/shakespeare_char/meta.pkl")

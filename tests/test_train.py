@@ -1,0 +1,284 @@
+"""train.py end to end on a tiny model and the real shakespeare_char data: checkpoints, losses, log.jsonl, the
+learning-rate schedule, and each way a run can start (scratch, resume, a nanoGPT checkpoint, a GPT-2 directory)."""
+
+import json
+import math
+import re
+import shutil
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+import tiktoken
+import torch
+
+from checkpoint import load_checkpoint, model_from_checkpoint
+from conftest import REPO, SHAKESPEARE, run_script
+from eval_hellaswag import evaluate_hellaswag, load_examples
+
+# a model that trains in milliseconds per iteration; tests add what they need (later --key=value wins)
+TINY = ['--dataset=shakespeare_char', '--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
+        '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=1', '--eval_iters=2',
+        '--learning_rate=3e-3', '--warmup_iters=0', '--lr_decay_iters=100', '--min_lr=3e-4']
+
+
+def train(cwd, out_dir, *args, **kwargs):
+    """Runs train.py on TINY with cwd (which holds data/) and out_dir; returns the CompletedProcess."""
+    return run_script('train.py', *TINY, f'--out_dir={out_dir}', *args, cwd=cwd, **kwargs)
+
+
+def read_log(out_dir):
+    with open(out_dir / 'log.jsonl') as f:
+        return [json.loads(line) for line in f]
+
+
+def iter_losses(records):
+    """{iter: loss} of the training records; a resumed run's records of an iteration replace the earlier ones."""
+    return {r['iter']: r['loss'] for r in records if 'loss' in r}
+
+
+def eval_losses(records):
+    return {r['iter']: (r['train_loss'], r['val_loss']) for r in records if 'val_loss' in r}
+
+
+# -----------------------------------------------------------------------------
+# one run from scratch, looked at by several tests: 12 iterations, warmup 3, cosine decay to iter 9, evals every 4
+
+SCRATCH_ARGS = ['--max_iters=12', '--eval_interval=4', '--warmup_iters=3', '--lr_decay_iters=9', '--learning_rate=1e-2',
+                '--min_lr=1e-3']
+
+
+@pytest.fixture(scope="module")
+def scratch(char_data_root, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("scratch") / "out"
+    proc = train(char_data_root, out_dir, *SCRATCH_ARGS)
+    return out_dir, proc
+
+
+def test_run_from_scratch_writes_checkpoint_of_last_iteration(scratch):
+    out_dir, _ = scratch
+    checkpoint = load_checkpoint(out_dir / 'ckpt.pt')
+    assert checkpoint['iter_num'] == 12
+    assert {'model', 'optimizer', 'model_args', 'iter_num', 'best_val_loss', 'config',
+            'scaler', 'rng', 'provenance'} <= checkpoint.keys()
+    assert checkpoint['model_args'] == dict(n_layer=2, n_head=2, n_embd=32, block_size=32, bias=False,
+                                            vocab_size=65, dropout=0.0)
+
+
+def test_checkpoint_holds_uncompiled_weights_and_loads_weights_only(scratch):
+    out_dir, _ = scratch
+    raw = torch.load(out_dir / 'ckpt.pt', weights_only=True)
+    assert not any(k.startswith('_orig_mod.') for k in raw['model'])
+
+
+def test_loss_falls(scratch):
+    out_dir, _ = scratch
+    records = read_log(out_dir)
+    losses, evals = iter_losses(records), eval_losses(records)
+    assert losses[11] < losses[0] - 0.3
+    assert evals[12][1] < evals[0][1] - 0.3
+
+
+def test_log_has_a_record_every_iteration_and_every_eval(scratch):
+    out_dir, _ = scratch
+    records = read_log(out_dir)
+    assert list(records[0]) == ['provenance']
+    iters = [r for r in records if 'loss' in r]
+    assert [r['iter'] for r in iters] == list(range(12))
+    assert all(set(r) == {'iter', 'loss', 'lr', 'dt_ms', 'mfu', 'tokens'} for r in iters)
+    assert [r['tokens'] for r in iters] == [(i + 1) * 4 * 32 for i in range(12)]
+    assert all(r['dt_ms'] > 0 for r in iters)
+    assert [r['mfu'] is None for r in iters] == [True] * 5 + [False] * 7  # measured from the 6th iteration on
+    assert list(eval_losses(records)) == [0, 4, 8, 12]
+
+
+def test_stdout_keeps_nanogpt_line_formats(scratch):
+    _, proc = scratch
+    assert len(re.findall(r"^iter \d+: loss \d+\.\d{4}, time \d+\.\d{2}ms, mfu -?\d+\.\d{2}%$", proc.stdout, re.M)) == 12
+    assert len(re.findall(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}$", proc.stdout, re.M)) == 4
+
+
+def test_provenance_in_log_and_checkpoint(scratch):
+    out_dir, _ = scratch
+    provenance = read_log(out_dir)[0]['provenance']
+    assert provenance == load_checkpoint(out_dir / 'ckpt.pt')['provenance']
+    assert provenance['config']['max_iters'] == 12 and provenance['config']['n_embd'] == 32
+    assert provenance['torch'] == torch.__version__
+    assert provenance['device'] == 'cpu' and provenance['device_name']
+    assert provenance['world_size'] == 1
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True)
+    if head.returncode == 0:
+        assert provenance['git_commit'].removesuffix('-dirty') == head.stdout.strip()
+
+
+def test_lr_warms_up_linearly_from_above_zero(scratch):
+    out_dir, _ = scratch
+    lrs = [r['lr'] for r in read_log(out_dir) if 'lr' in r]
+    assert lrs[:3] == [1e-2 * 1 / 4, 1e-2 * 2 / 4, 1e-2 * 3 / 4]
+
+
+def test_lr_decays_by_cosine_to_min_lr(scratch):
+    out_dir, _ = scratch
+    lrs = [r['lr'] for r in read_log(out_dir) if 'lr' in r]
+    expected = [1e-3 + 0.5 * (1 + math.cos(math.pi * (it - 3) / 6)) * (1e-2 - 1e-3) for it in range(3, 9)]
+    assert lrs[3:9] == expected
+    assert lrs[3] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs[3:10], lrs[4:10]))
+
+
+def test_lr_stays_at_min_lr_after_decay(scratch):
+    out_dir, _ = scratch
+    lrs = [r['lr'] for r in read_log(out_dir) if 'lr' in r]
+    assert lrs[9:] == [1e-3] * 3
+
+
+# -----------------------------------------------------------------------------
+
+def test_reported_loss_is_the_mean_over_all_micro_steps(char_data_root, tmp_path):
+    # 2 micro-batches of 4 rows and 1 batch of 8 rows are the same 8 rows: the same loss, up to rounding
+    train(char_data_root, tmp_path / 'a', '--max_iters=1', '--gradient_accumulation_steps=2')
+    train(char_data_root, tmp_path / 'b', '--max_iters=1', '--batch_size=8')
+    assert iter_losses(read_log(tmp_path / 'a'))[0] == pytest.approx(iter_losses(read_log(tmp_path / 'b'))[0], abs=1e-6)
+
+
+def test_resume_continues_from_the_saved_iteration(char_data_root, scratch, tmp_path):
+    out_dir = tmp_path / 'out'
+    shutil.copytree(scratch[0], out_dir)
+    train(char_data_root, out_dir, '--init_from=resume', '--max_iters=15', '--eval_interval=4')
+    records = read_log(out_dir)
+    resumed = records[[i for i, r in enumerate(records) if 'provenance' in r][1]:]
+    assert [r['iter'] for r in resumed if 'loss' in r] == [12, 13, 14]
+    assert load_checkpoint(out_dir / 'ckpt.pt')['iter_num'] == 15
+
+
+def test_nanogpt_checkpoint_resumes(char_data_root, scratch, tmp_path):
+    # what nanoGPT's train.py saves: a compiled model's keys, best_val_loss a tensor, no RNG, scaler or provenance
+    ours = load_checkpoint(scratch[0] / 'ckpt.pt')
+    nanogpt = {'model': {'_orig_mod.' + k: v for k, v in ours['model'].items()}, 'optimizer': ours['optimizer'],
+               'model_args': ours['model_args'], 'iter_num': 12, 'best_val_loss': torch.tensor(3.0),
+               'config': {k: v for k, v in ours['config'].items() if k not in ('seed', 'hellaswag', 'hellaswag_file')}}
+    (tmp_path / 'out').mkdir()
+    torch.save(nanogpt, tmp_path / 'out' / 'ckpt.pt')
+    proc = train(char_data_root, tmp_path / 'out', '--init_from=resume', '--max_iters=14', '--eval_interval=100')
+    assert "no RNG state" in proc.stdout
+    assert [r['iter'] for r in read_log(tmp_path / 'out') if 'loss' in r] == [12, 13]
+    assert load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 14
+
+
+def test_best_val_loss_is_never_overwritten_by_a_worse_one(char_data_root, tmp_path):
+    # a learning rate of 1 makes every step worse; always_save_checkpoint still saves at each eval
+    train(char_data_root, tmp_path, '--learning_rate=1.0', '--decay_lr=False', '--max_iters=3', '--eval_interval=1',
+          '--always_save_checkpoint=True')
+    val = [v for _, v in eval_losses(read_log(tmp_path)).values()]
+    assert val[0] < min(val[1:])
+    checkpoint = load_checkpoint(tmp_path / 'ckpt.pt')
+    assert checkpoint['iter_num'] == 3
+    assert checkpoint['best_val_loss'] == val[0]
+
+
+def test_checkpoint_at_end_of_training_even_when_val_got_worse(char_data_root, tmp_path):
+    proc = train(char_data_root, tmp_path, '--learning_rate=1.0', '--decay_lr=False', '--max_iters=3',
+                 '--eval_interval=100', '--always_save_checkpoint=False')
+    assert "end of training, iter 3" in proc.stdout
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == 3
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(char_data_root, scratch, tmp_path):
+    shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
+    before = (tmp_path / 'ckpt.pt').read_bytes()
+    # weights of size 1e30 overflow float32 in the next forward pass
+    proc = train(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1e30', '--decay_lr=False',
+                 '--max_iters=20', '--eval_interval=100', check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: loss is nan at iter 13: training diverged; lower --learning_rate "
+        f"(the checkpoint of iter 12 in {tmp_path} is kept)")
+    assert 'Traceback' not in proc.stderr
+    assert (tmp_path / 'ckpt.pt').read_bytes() == before
+
+
+def test_compiled_model_trains_and_saves_plain_weights(char_data_root, scratch, tmp_path):
+    train(char_data_root, tmp_path, *SCRATCH_ARGS, '--max_iters=2', '--compile=True')
+    eager, compiled = iter_losses(read_log(scratch[0])), iter_losses(read_log(tmp_path))
+    assert compiled[0] == pytest.approx(eager[0], abs=1e-4) and compiled[1] == pytest.approx(eager[1], abs=1e-4)
+    raw = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
+    assert not any(k.startswith('_orig_mod.') for k in raw['model'])
+
+
+def test_bfloat16_autocast_on_cpu(char_data_root, scratch, tmp_path):
+    train(char_data_root, tmp_path, '--max_iters=1', '--dtype=bfloat16')
+    fp32, bf16 = iter_losses(read_log(scratch[0]))[0], iter_losses(read_log(tmp_path))[0]  # same weights and batch
+    assert bf16 != fp32  # bfloat16 matmuls round differently...
+    assert bf16 == pytest.approx(fp32, abs=0.02)  # ...to about 3 significant digits
+
+
+def wandb_history(run_file):
+    """The history rows (dicts) in a wandb run file: a leveldb-style log of 32 KiB blocks of protobuf records."""
+    from wandb.proto import wandb_internal_pb2
+    raw, pos, parts, rows = run_file.read_bytes(), 7, [], []  # after a 7-byte ':W&B' header
+    while pos + 7 <= len(raw):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a record header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack('<IHB', raw[pos:pos + 7])
+        parts.append(raw[pos + 7:pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last part of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b''.join(parts))
+            parts = []
+            if record.WhichOneof('record_type') == 'history':
+                rows.append({item.key or '/'.join(item.nested_key): json.loads(item.value_json)
+                             for item in record.history.item})
+    return rows
+
+
+def test_wandb_offline_run_has_the_logged_metrics(char_data_root, tmp_path):
+    (tmp_path / 'data').symlink_to(char_data_root / 'data')
+    train(tmp_path, tmp_path / 'out', '--max_iters=2', '--eval_interval=2', '--wandb_log=True',
+          '--wandb_run_name=tiny', env={'WANDB_MODE': 'offline'})
+    run_files = list(tmp_path.glob('wandb/offline-run-*/run-*.wandb'))
+    assert len(run_files) == 1
+    rows = wandb_history(run_files[0])
+    evals = eval_losses(read_log(tmp_path / 'out'))
+    assert [(r['iter'], r['train/loss'], r['val/loss']) for r in rows if 'val/loss' in r] == \
+           [(it, t, v) for it, (t, v) in evals.items()]
+    assert [r['iter'] for r in rows if 'train/iter_loss' in r] == [0, 1]
+
+
+def test_finetune_from_local_gpt2_directory(char_data_root, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel  # slow to import: only here
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=65)).save_pretrained(
+        tmp_path / 'gpt2-tiny')
+    train(char_data_root, tmp_path / 'out', f'--init_from={tmp_path / "gpt2-tiny"}', '--max_iters=6',
+          '--eval_interval=3', '--learning_rate=1e-2', '--dropout=0.1')
+    checkpoint = load_checkpoint(tmp_path / 'out' / 'ckpt.pt')
+    # GPT-2's own sizes, its bias and tanh GELU; the context cropped to our block_size
+    assert checkpoint['model_args'] == dict(n_layer=2, n_head=2, n_embd=32, block_size=32, bias=True, vocab_size=65,
+                                            dropout=0.1, gelu_approximate='tanh')
+    val = [v for _, v in eval_losses(read_log(tmp_path / 'out')).values()]
+    assert val[-1] < val[0] - 0.1
+
+
+def test_hellaswag_scored_at_every_eval(tmp_path):
+    # a GPT-2 BPE dataset: HellaSwag needs GPT-2's vocabulary
+    tokens = np.array(tiktoken.get_encoding('gpt2').encode(SHAKESPEARE.read_text()[:50000]), dtype=np.uint16)
+    (tmp_path / 'data' / 'bpe').mkdir(parents=True)
+    tokens[:10000].tofile(tmp_path / 'data' / 'bpe' / 'train.bin')
+    tokens[10000:].tofile(tmp_path / 'data' / 'bpe' / 'val.bin')
+    examples = [{"ind": i, "activity_label": "Talking", "ctx_a": ctx, "ctx_b": "", "ctx": ctx, "split": "val",
+                 "split_type": "indomain", "label": i % 4, "source_id": f"test~{i}",
+                 "endings": ["the king speaks.", "my lord.", "and then a horse ran away", "thou art"]}
+                for i, ctx in enumerate(["First Citizen:", "Before we proceed any further,", "Speak, speak.",
+                                         "You are all resolved rather to die than to famish?"])]
+    (tmp_path / 'hellaswag.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in examples))
+
+    train(tmp_path, tmp_path / 'out', '--dataset=bpe', '--max_iters=2', '--eval_interval=2', '--hellaswag=True',
+          f'--hellaswag_file={tmp_path / "hellaswag.jsonl"}')
+    scores = [(r['hellaswag_acc'], r['hellaswag_acc_norm']) for r in read_log(tmp_path / 'out') if 'val_loss' in r]
+    assert len(scores) == 2  # iters 0 and 2
+    # the score of the model at iter 2, which the checkpoint holds
+    model = model_from_checkpoint(load_checkpoint(tmp_path / 'out' / 'ckpt.pt'), 'ckpt.pt')
+    result = evaluate_hellaswag(model, load_examples(str(tmp_path / 'hellaswag.jsonl')), 'cpu', torch.no_grad())
+    assert scores[1] == (result['acc'], result['acc_norm']) and result['n'] == 4

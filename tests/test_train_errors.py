@@ -1,0 +1,131 @@
+"""Every mistake a user can make when starting train.py ends with one line that names the problem and the fix,
+a non-zero exit, no traceback, and nothing on disk changed."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_script
+from test_train import TINY
+
+
+class NotPlainData:
+    pass
+
+
+@pytest.fixture(scope="module")
+def workspace(char_data_root, tmp_path_factory):
+    """A directory to run train.py in: data/ with shakespeare_char and broken datasets, run/ with a checkpoint,
+    and broken checkpoints and out_dirs."""
+    ws = tmp_path_factory.mktemp("errors")
+    (ws / 'data').mkdir()
+    (ws / 'data' / 'shakespeare_char').symlink_to(char_data_root / 'data' / 'shakespeare_char')
+    for name, files in {'noval': ['train.bin'], 'tiny': ['train.bin', 'val.bin'],
+                        'badmeta': ['train.bin', 'val.bin']}.items():
+        (ws / 'data' / name).mkdir()
+        for file in files:
+            np.arange(10 if name == 'tiny' else 1000, dtype=np.uint16).tofile(ws / 'data' / name / file)
+    with open(ws / 'data' / 'badmeta' / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 65, 'evil': NotPlainData()}, f)
+
+    run_script('train.py', *TINY, '--out_dir=run', '--max_iters=2', '--eval_interval=2', cwd=ws)
+    good = (ws / 'run' / 'ckpt.pt').read_bytes()
+    for name, content in {'trunc': good[:len(good) // 2], 'notckpt': b"not a checkpoint\n"}.items():
+        (ws / name).mkdir()
+        (ws / name / 'ckpt.pt').write_bytes(content)
+    checkpoint = torch.load(ws / 'run' / 'ckpt.pt', weights_only=True)
+    checkpoint['model_args']['n_embd'] = 64
+    (ws / 'wrongargs').mkdir()
+    torch.save(checkpoint, ws / 'wrongargs' / 'ckpt.pt')
+    (ws / 'empty').mkdir()
+    (ws / 'afile').write_text("I am a file\n")
+    return ws
+
+
+def snapshot(*roots):
+    """Every file and directory under roots (following symlinks), with its size and modification time."""
+    files = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+            for name in dirnames + filenames:
+                stat = os.stat(os.path.join(dirpath, name))
+                files[os.path.join(dirpath, name)] = (stat.st_size, stat.st_mtime_ns)
+    return files
+
+
+def unwritable_dir(tmp_path):
+    """A directory train.py cannot create its out_dir in: read-only for a normal user; root writes anywhere but
+    sysfs refuses it new directories."""
+    if os.geteuid() == 0:
+        return '/sys/nanogpt-test-out'
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    locked.chmod(0o555)
+    return str(locked / 'out')
+
+
+ERRORS = {
+    # id: (arguments after TINY, the expected error line after 'error: '); test_configurator.py has the rest of
+    # the configurator's errors, which reach train.py the same way
+    'unknown_key': (['--batchsize=8'],
+                    "unknown config key 'batchsize' (in --batchsize=8); did you mean batch_size?"),
+    'wrong_type': (['--max_iters=ten'], "max_iters must be int like its default 600000, got 'ten' (in --max_iters=ten)"),
+    'missing_dataset': (['--dataset=nope'],
+                        "no dataset directory data/nope; prepare it, e.g. python data/prepare_text.py "
+                        "--input YOUR_TEXT --name nope (or pick another --dataset)"),
+    'missing_bin': (['--dataset=noval'],
+                    "no data/noval/val.bin; prepare it, e.g. python data/prepare_text.py --input YOUR_TEXT --name noval"),
+    'dataset_shorter_than_block': (['--dataset=tiny'],
+                                   "data/tiny/train.bin has 10 tokens, fewer than block_size + 1 = 33; "
+                                   "use a smaller --block_size or more data"),
+    'unsafe_meta': (['--dataset=badmeta'],
+                    "cannot read data/badmeta/meta.pkl: it holds a test_train_errors.NotPlainData, which is not "
+                    "plain data; run the dataset's prepare.py again"),
+    'block_size_larger_than_resumed_model': (['--init_from=resume', '--out_dir=run', '--block_size=64'],
+                                             "block_size=64 is larger than the 32 positions of the model from "
+                                             "init_from=resume; use --block_size=32 or less"),
+    'n_embd_not_divisible_by_n_head': (['--n_embd=30', '--n_head=4'],
+                                       "n_embd=30 is not divisible by n_head=4; each head gets n_embd/n_head dimensions"),
+    'resume_without_checkpoint': (['--init_from=resume', '--out_dir=empty'],
+                                  "no checkpoint at empty/ckpt.pt; train one first or point --out_dir at the run's "
+                                  "directory"),
+    'truncated_checkpoint': (['--init_from=resume', '--out_dir=trunc'], "cannot read checkpoint trunc/ckpt.pt"),
+    'not_a_checkpoint': (['--init_from=resume', '--out_dir=notckpt'], "cannot read checkpoint notckpt/ckpt.pt"),
+    'checkpoint_with_wrong_model_args': (['--init_from=resume', '--out_dir=wrongargs'],
+                                         "the weights in wrongargs/ckpt.pt do not fit its model_args"),
+    'out_dir_is_a_file': (['--out_dir=afile'], "out_dir=afile is a file, not a directory; pick another --out_dir"),
+    'unwritable_out_dir': ([], "cannot write to out_dir="),
+    'gradient_accumulation_not_divisible': (['--gradient_accumulation_steps=4'],
+                                            "gradient_accumulation_steps=4 is not divisible by the 3 processes; "
+                                            "use a multiple of 3"),
+    'cuda_unavailable': (['--device=cuda'], "device=cuda but CUDA is not available on this machine; use --device=cpu"),
+    'lr_decay_before_warmup_ends': (['--warmup_iters=10', '--lr_decay_iters=5'],
+                                    "lr_decay_iters=5 is less than warmup_iters=10; the learning rate would decay "
+                                    "before it has warmed up: set --lr_decay_iters to at least 10"),
+    'unknown_dtype': (['--dtype=float8'], "dtype='float8' is not supported; use float32, bfloat16 or float16"),
+    'unknown_init_from': (['--init_from=gpt3'],
+                          "init_from='gpt3' is not 'scratch', 'resume', a GPT-2 model (gpt2, gpt2-medium, "
+                          "gpt2-large, gpt2-xl) or a directory saved by transformers"),
+}
+
+
+@pytest.mark.parametrize('case', ERRORS)
+def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, char_data_root, tmp_path):
+    args, message = ERRORS[case]
+    env = {}
+    if case == 'unwritable_out_dir':
+        args = [f'--out_dir={unwritable_dir(tmp_path)}']
+    if case == 'gradient_accumulation_not_divisible':
+        env = dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='3')  # as torchrun --nproc_per_node=3 starts process 0
+    if case == 'cuda_unavailable' and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    before = snapshot(workspace, char_data_root, tmp_path)
+    proc = run_script('train.py', *TINY, *args, cwd=workspace, env=env, check=False)
+    assert proc.returncode == 1
+    assert 'Traceback' not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert proc.stderr.startswith("error: " + message)
+    assert snapshot(workspace, char_data_root, tmp_path) == before

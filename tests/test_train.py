@@ -134,13 +134,6 @@ def test_lr_stays_at_min_lr_after_decay(scratch):
 
 # -----------------------------------------------------------------------------
 
-def test_reported_loss_is_the_mean_over_all_micro_steps(char_data_root, tmp_path):
-    # 2 micro-batches of 4 rows and 1 batch of 8 rows are the same 8 rows: the same loss, up to rounding
-    train(char_data_root, tmp_path / 'a', '--max_iters=1', '--gradient_accumulation_steps=2')
-    train(char_data_root, tmp_path / 'b', '--max_iters=1', '--batch_size=8')
-    assert iter_losses(read_log(tmp_path / 'a'))[0] == pytest.approx(iter_losses(read_log(tmp_path / 'b'))[0], abs=1e-6)
-
-
 def test_resume_continues_from_the_saved_iteration(char_data_root, scratch, tmp_path):
     out_dir = tmp_path / 'out'
     shutil.copytree(scratch[0], out_dir)

@@ -8,11 +8,9 @@ $ python eval_hellaswag.py --init_from=gpt2
 train.py runs evaluate_hellaswag() every eval_interval when hellaswag=True.
 """
 
-import http.client
 import json
 import os
 import sys
-import urllib.request
 
 import torch
 from torch.nn import functional as F
@@ -20,6 +18,7 @@ from tqdm import tqdm
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from configurator import UserError, configure
+from fileio import download
 from hardware import autocast, check_device, check_dtype, default_device, default_dtype
 from model import GPT
 from tokenizer import Tokenizer
@@ -29,7 +28,7 @@ def load_examples(path, url='https://raw.githubusercontent.com/rowanz/hellaswag/
     """The examples of a HellaSwag JSONL file, each a dict with 'ctx', 'endings' (4 strings) and 'label' (0-3).
     The file is downloaded from url first when path does not exist."""
     if not os.path.exists(path):
-        download(url, path)
+        download(url, path, f"download it yourself and put it at {path}, or point --hellaswag_file at a copy")
     examples = []
     with open(path, encoding='utf-8') as f:
         for lineno, line in enumerate(f, 1):
@@ -48,25 +47,6 @@ def load_examples(path, url='https://raw.githubusercontent.com/rowanz/hellaswag/
     if not examples:
         raise UserError(f"{path} holds no examples; delete it to download it again")
     return examples
-
-
-def download(url, path, timeout=30):
-    """Writes url's content to path through a temporary file, so that an interrupted download leaves nothing."""
-    print(f"downloading {url} to {path}")
-    tmp_path = f"{path}.tmp.{os.getpid()}"
-    try:
-        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp_path, 'wb') as f:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp_path, path)
-    except (OSError, http.client.HTTPException) as e:  # urllib's errors are OSErrors; a cut transfer is not
-        reason = getattr(e, 'reason', None) or e
-        raise UserError(f"cannot download {url} ({reason}); download it yourself and put it at {path}, "
-                        f"or point --hellaswag_file at a copy")
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
 
 
 def render_example(example, tokenizer, block_size):

@@ -3,7 +3,6 @@
 import functools
 import http.server
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -38,11 +37,8 @@ def char_data_root(tmp_path_factory):
     """A directory holding data/shakespeare_char/{train,val}.bin and meta.pkl made by the real prepare script;
     run train.py with cwd set to it. Read-only for tests: copy it to change it."""
     root = tmp_path_factory.mktemp("char_data")
-    script_dir = root / "data" / "shakespeare_char"
-    script_dir.mkdir(parents=True)
-    shutil.copy(REPO / "data" / "shakespeare_char" / "prepare.py", script_dir)
-    subprocess.run([sys.executable, str(script_dir / "prepare.py"), "--input", str(SHAKESPEARE)],
-                   check=True, capture_output=True, cwd=root)
+    run_script("data/shakespeare_char/prepare.py", "--input", SHAKESPEARE,
+               f"--out_dir={root / 'data' / 'shakespeare_char'}")
     return root
 
 

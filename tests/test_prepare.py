@@ -1,7 +1,6 @@
 """data/shakespeare_char, data/shakespeare and data/openwebtext prepare scripts, as nanoGPT's."""
 import importlib.util
 import pickle
-import shutil
 import subprocess
 import sys
 
@@ -14,16 +13,10 @@ from conftest import REPO, SHAKESPEARE, serve_files
 UNREACHABLE = "http://127.0.0.1:9/input.txt"  # the discard port: nothing listens, the connection is refused
 
 
-def copy_script(tmp_path, dataset):
-    """A copy of data/<dataset>/prepare.py in tmp_path/<dataset>, so its outputs land there, not in the repo."""
-    (tmp_path / dataset).mkdir()
-    shutil.copy(REPO / "data" / dataset / "prepare.py", tmp_path / dataset / "prepare.py")
-    return tmp_path / dataset
-
-
-def run(script_dir, *args):
-    return subprocess.run([sys.executable, str(script_dir / "prepare.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=120, cwd=REPO)
+def run(dataset, out_dir, *args):
+    """Runs the repo's data/<dataset>/prepare.py with --out_dir, so its outputs land there, not in the repo."""
+    return subprocess.run([sys.executable, str(REPO / "data" / dataset / "prepare.py"), f"--out_dir={out_dir}",
+                           *map(str, args)], capture_output=True, text=True, timeout=120, cwd=REPO)
 
 
 def tokens(path):
@@ -33,8 +26,8 @@ def tokens(path):
 # ---------------------------------------------------------------------------- shakespeare_char
 
 def test_shakespeare_char_matches_nanogpt(tmp_path):
-    out_dir = copy_script(tmp_path, "shakespeare_char")
-    result = run(out_dir, "--input", SHAKESPEARE)
+    out_dir = tmp_path / "out"
+    result = run("shakespeare_char", out_dir, "--input", SHAKESPEARE)
     assert result.returncode == 0, result.stderr
     chars = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     assert result.stdout == ("length of dataset in characters: 1,115,394\n"
@@ -52,20 +45,19 @@ def test_shakespeare_char_matches_nanogpt(tmp_path):
 
 
 def test_shakespeare_char_replaces_existing_outputs_and_leaves_no_temporary_files(tmp_path):
-    out_dir = copy_script(tmp_path, "shakespeare_char")
     for name in ("train.bin", "val.bin", "meta.pkl"):
-        (out_dir / name).write_bytes(b"stale")
-    assert run(out_dir, "--input", SHAKESPEARE).returncode == 0
-    assert sorted(p.name for p in out_dir.iterdir()) == ["meta.pkl", "prepare.py", "train.bin", "val.bin"]
-    assert (out_dir / "train.bin").stat().st_size == 2 * 1_003_854
-    assert pickle.loads((out_dir / "meta.pkl").read_bytes())["vocab_size"] == 65
+        (tmp_path / name).write_bytes(b"stale")
+    assert run("shakespeare_char", tmp_path, "--input", SHAKESPEARE).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.pkl", "train.bin", "val.bin"]
+    assert (tmp_path / "train.bin").stat().st_size == 2 * 1_003_854
+    assert pickle.loads((tmp_path / "meta.pkl").read_bytes())["vocab_size"] == 65
 
 
 # ---------------------------------------------------------------------------- shakespeare (GPT-2 BPE)
 
 def test_shakespeare_bpe_matches_nanogpt(tmp_path):
-    out_dir = copy_script(tmp_path, "shakespeare")
-    result = run(out_dir, "--input", SHAKESPEARE)
+    out_dir = tmp_path / "out"
+    result = run("shakespeare", out_dir, "--input", SHAKESPEARE)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "train has 301,966 tokens\nval has 36,059 tokens\n"
     assert (out_dir / "train.bin").stat().st_size == 2 * 301_966
@@ -75,30 +67,29 @@ def test_shakespeare_bpe_matches_nanogpt(tmp_path):
     assert enc.decode(tokens(out_dir / "train.bin")[:4].tolist()) == "First Citizen:\n"
     assert enc.decode(tokens(out_dir / "train.bin").tolist()) == text[:1_003_854]  # the first 90% of characters
     assert enc.decode(tokens(out_dir / "val.bin").tolist()) == text[1_003_854:]
-    assert sorted(p.name for p in out_dir.iterdir()) == ["prepare.py", "train.bin", "val.bin"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["train.bin", "val.bin"]
 
 
 # ---------------------------------------------------------------------------- download
 
 @pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
-def test_missing_input_is_downloaded_next_to_the_script(tmp_path, dataset):
-    out_dir = copy_script(tmp_path, dataset)
+def test_missing_input_is_downloaded_into_out_dir(tmp_path, dataset):
     with serve_files(SHAKESPEARE.parent) as url:
-        result = run(out_dir, "--url", f"{url}/input.txt")
+        result = run(dataset, tmp_path, "--url", f"{url}/input.txt")
     assert result.returncode == 0, result.stderr
-    assert (out_dir / "input.txt").read_bytes() == SHAKESPEARE.read_bytes()
+    assert (tmp_path / "input.txt").read_bytes() == SHAKESPEARE.read_bytes()
     assert "train has" in result.stdout
-    assert not list(out_dir.glob("*.tmp"))
+    outputs = ["meta.pkl"] if dataset == "shakespeare_char" else []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["input.txt", *outputs, "train.bin", "val.bin"]  # no temp
 
 
 @pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
 def test_download_failure_is_one_clear_line(tmp_path, dataset):
-    out_dir = copy_script(tmp_path, dataset)
-    result = run(out_dir, "--url", UNREACHABLE)
+    result = run(dataset, tmp_path, "--url", UNREACHABLE)
     assert result.returncode != 0
-    assert result.stderr == (f"error: could not download {UNREACHABLE}: [Errno 111] Connection refused; "
-                             f"put the file at {out_dir / 'input.txt'} or pass --input PATH\n")
-    assert sorted(p.name for p in out_dir.iterdir()) == ["prepare.py"]  # no input.txt, partial or whole
+    assert result.stderr == (f"error: cannot download {UNREACHABLE} ([Errno 111] Connection refused); "
+                             f"put the file at {tmp_path / 'input.txt'} or pass --input PATH\n")
+    assert list(tmp_path.iterdir()) == []  # no input.txt, partial or whole
 
 
 # ---------------------------------------------------------------------------- openwebtext (its parts)

@@ -6,60 +6,32 @@ encoder and decoder and some other related info.
 
     python data/shakespeare_char/prepare.py                 # downloads input.txt if absent
     python data/shakespeare_char/prepare.py --input PATH    # or use a local copy
+    python data/shakespeare_char/prepare.py --out_dir DIR   # write the outputs to DIR, not here
 """
 import argparse
 import os
 import pickle
 import sys
-import urllib.request
 
 import numpy as np
 
 DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-here = os.path.dirname(os.path.abspath(__file__))  # outputs go next to this script, whatever the cwd
-
-
-def download(url, path):
-    # fetch to a temporary name first, so an interrupted download never looks like a finished input.txt
-    tmp = path + '.tmp'
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(tmp, 'wb') as f:
-            f.write(response.read())
-    except OSError as e:  # URLError, HTTPError and timeouts are all OSErrors
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        sys.exit(f"error: could not download {url}: {getattr(e, 'reason', e)}; "
-                 f"put the file at {path} or pass --input PATH")
-    os.replace(tmp, path)
-
-
-def read_text(path):
-    try:
-        with open(path, 'rb') as f:
-            return f.read().decode('utf-8')
-    except OSError as e:
-        sys.exit(f"error: could not read {path}: {e.strerror}")
-    except UnicodeDecodeError as e:
-        sys.exit(f"error: {path} is not valid UTF-8 (byte offset {e.start})")
-
-
-def save(path, write):
-    # write under a temporary name and rename, so an interrupted run never leaves a half-written file
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        write(f)
-    os.replace(tmp, path)
-
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for fileio, whatever the cwd
+from fileio import download, read_text, write_atomically  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--input', help="text file to use instead of input.txt next to this script")
+parser.add_argument('--input', help="text file to use instead of input.txt in --out_dir")
 parser.add_argument('--url', default=DATA_URL, help="where to download input.txt from when it is absent")
+parser.add_argument('--out_dir', default=here, help="where the outputs (and a downloaded input.txt) go; "
+                                                    "default: this script's folder, where train.py looks")
 args = parser.parse_args()
+os.makedirs(args.out_dir, exist_ok=True)
 
 # download the tiny shakespeare dataset
-input_file_path = args.input or os.path.join(here, 'input.txt')
+input_file_path = args.input or os.path.join(args.out_dir, 'input.txt')
 if args.input is None and not os.path.exists(input_file_path):
-    download(args.url, input_file_path)
+    download(args.url, input_file_path, f"put the file at {input_file_path} or pass --input PATH")
 
 data = read_text(input_file_path)
 print(f"length of dataset in characters: {len(data):,}")
@@ -93,8 +65,8 @@ print(f"val has {len(val_ids):,} tokens")
 # export to bin files
 train_ids = np.array(train_ids, dtype=np.uint16)
 val_ids = np.array(val_ids, dtype=np.uint16)
-save(os.path.join(here, 'train.bin'), train_ids.tofile)
-save(os.path.join(here, 'val.bin'), val_ids.tofile)
+write_atomically(os.path.join(args.out_dir, 'train.bin'), train_ids.tofile)
+write_atomically(os.path.join(args.out_dir, 'val.bin'), val_ids.tofile)
 
 # save the meta information as well, to help us encode/decode later
 meta = {
@@ -102,7 +74,7 @@ meta = {
     'itos': itos,
     'stoi': stoi,
 }
-save(os.path.join(here, 'meta.pkl'), lambda f: pickle.dump(meta, f))
+write_atomically(os.path.join(args.out_dir, 'meta.pkl'), lambda f: pickle.dump(meta, f))
 
 # length of dataset in characters: 1,115,394
 # all the unique characters:

@@ -4,9 +4,11 @@ With --mode=sample it times generation instead, with and without the KV cache.
 $ python bench.py                  # GPT-2 124M on a GPU; on CPU the model of nanoGPT's CPU recipe
 $ python bench.py --mode=sample    # a GPT-2-small-sized model: 16-token prompt, 256 new tokens
 $ python bench.py --profile=True   # a torch.profiler trace in bench_log/ (chrome://tracing or ui.perfetto.dev)
+$ python bench.py --compare=True   # ours against nanoGPT's setup, timed in turns (a busy machine slows both alike)
 """
 
 import os
+import statistics
 import sys
 import time
 
@@ -39,6 +41,8 @@ real_data = True # batches of data/<dataset>/train.bin (as train.py draws them) 
 batch_size = 12
 burn_in_iters = 10 # untimed
 timed_iters = 20
+compare = False # also time nanoGPT's own setup (eager, for-each AdamW off CUDA) in turns with ours; prints the ratio
+rounds = 10 # with compare: turns of timed_iters for each
 # sample mode
 prompt_tokens = 16
 max_new_tokens = 256
@@ -51,8 +55,10 @@ hardware.check_dtype(device, dtype)
 device_type = torch.device(device).type
 if mode not in ('train', 'sample'):
     raise UserError(f"mode={mode!r} must be 'train' or 'sample'")
-if profile and mode != 'train':
-    raise UserError("profile=True traces training iterations; use it with --mode=train")
+if (profile or compare) and mode != 'train':
+    raise UserError("profile=True and compare=True time training iterations; use them with --mode=train")
+if profile and compare:
+    raise UserError("profile=True and compare=True do not go together; pick one")
 cpu_recipe = mode == 'train' and device_type == 'cpu'
 n_layer = n_layer or (4 if cpu_recipe else 12)
 n_head = n_head or (4 if cpu_recipe else 12)
@@ -95,18 +101,23 @@ elif mode == 'train':
 # model init
 if n_embd % n_head != 0:
     raise UserError(f"n_embd={n_embd} is not divisible by n_head={n_head}; each head gets n_embd/n_head dimensions")
-model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                      vocab_size=vocab_size, bias=bias, dropout=0.0)) # dropout 0 for determinism
-model.to(device)
-if compile:
-    # in place: torch.compile(model) would return a wrapper whose generate() still calls the uncompiled forward
-    model.compile()
+def new_model(compiled):
+    torch.manual_seed(seed) # the same weights every time: a comparison starts from the same point
+    model = GPT(GPTConfig(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
+                          vocab_size=vocab_size, bias=bias, dropout=0.0)) # dropout 0 for determinism
+    model.to(device)
+    if compiled:
+        # in place: torch.compile(model) would return a wrapper whose generate() still calls the uncompiled forward
+        model.compile()
+    return model
+
+model = new_model(compile)
 print(f"{mode} mode on {device} in {dtype}{', compiled' if compile else ''}: n_layer={n_layer}, n_head={n_head}, "
       f"n_embd={n_embd}, block_size={block_size}, vocab_size={vocab_size}, bias={bias}")
 
 # -----------------------------------------------------------------------------
 
-def train_iteration(it, optimizer, scaler):
+def train_iteration(model, optimizer, scaler, it):
     """One iteration of train.py without gradient accumulation; returns the loss, a tensor on the device."""
     X, Y = get_train_batch(it)
     with ctx:
@@ -120,11 +131,26 @@ def train_iteration(it, optimizer, scaler):
     return loss.detach()
 
 
-def bench_train():
+def trainer(model, fused=None):
+    """A function that trains model for n iterations from iteration first and returns the seconds per iteration
+    and the last loss. The device finishes its queued work before each clock reading, so the time covers all of it."""
     optimizer = model.configure_optimizers(weight_decay=1e-2, learning_rate=1e-4, betas=(0.9, 0.95),
-                                           device_type=device_type)
+                                           device_type=device_type, fused=fused)
     # float16 needs a GradScaler, as in train.py; a no-op otherwise
     scaler = torch.amp.GradScaler('cuda', enabled=(dtype == 'float16' and device_type == 'cuda'))
+
+    def train(first, n):
+        hardware.synchronize(device)
+        t0 = time.perf_counter()
+        for it in range(first, first + n):
+            loss = train_iteration(model, optimizer, scaler, it)
+        hardware.synchronize(device)
+        return (time.perf_counter() - t0) / n, loss
+    return train, optimizer, scaler
+
+
+def bench_train():
+    train, optimizer, scaler = trainer(model)
 
     if profile:
         # useful docs on pytorch profiler:
@@ -144,7 +170,7 @@ def bench_train():
             with_flops=True,
         ) as prof:
             for k in range(wait + warmup + active):
-                lossf = train_iteration(k, optimizer, scaler).item()
+                lossf = train_iteration(model, optimizer, scaler, k).item()
                 print(f"{k}/{wait + warmup + active} loss: {lossf:.4f}")
                 prof.step() # notify the profiler at end of each step
         sort_by = 'self_cuda_time_total' if device_type == 'cuda' else 'self_cpu_time_total'
@@ -152,16 +178,9 @@ def bench_train():
         print("trace written to bench_log/ (open it in chrome://tracing or ui.perfetto.dev)")
         return
 
-    # simple benchmarking: burn-in (compilation included), then timed iterations; the device finishes its
-    # queued work before each clock reading, so the time covers all of it
-    for stage, num_steps in enumerate([burn_in_iters, timed_iters]):
-        hardware.synchronize(device)
-        t0 = time.perf_counter()
-        for k in range(num_steps):
-            loss = train_iteration(stage * burn_in_iters + k, optimizer, scaler)
-        hardware.synchronize(device)
-        t1 = time.perf_counter()
-    dt = (t1 - t0) / timed_iters
+    # simple benchmarking: burn-in (compilation included), then timed iterations
+    train(0, burn_in_iters)
+    dt, loss = train(burn_in_iters, timed_iters)
     peak = hardware.peak_flops(device, dtype)
     measured = " (measured: the fastest 2048x2048 float32 matmul)" if device_type != 'cuda' else ""
     print(f"loss after {burn_in_iters + timed_iters} iterations: {loss.item():.4f}")
@@ -169,6 +188,20 @@ def bench_train():
     print(f"tokens/s: {batch_size * block_size / dt:,.0f} ({batch_size} x {block_size} tokens per iteration)")
     print(f"device peak: {peak / 1e12:.3f} TFLOP/s{measured}")
     print(f"MFU: {model.estimate_mfu(batch_size, dt, peak) * 100:.2f}%")
+
+    if compare:
+        # nanoGPT with --compile=False, as in its CPU recipe: it fuses AdamW on CUDA only
+        nanogpt_train = trainer(new_model(compiled=False), fused=None if device_type == 'cuda' else False)[0]
+        nanogpt_train(0, burn_in_iters)
+        ours, nanogpt = [], []
+        for turn in range(rounds): # in turns, so that a machine busy with something else slows both alike
+            first = burn_in_iters + (turn + 1) * timed_iters # the iteration only picks the batch
+            ours.append(train(first, timed_iters)[0])
+            nanogpt.append(nanogpt_train(first, timed_iters)[0])
+        ours, nanogpt = statistics.median(ours), statistics.median(nanogpt)
+        print(f"nanoGPT's setup (eager, {'fused' if device_type == 'cuda' else 'for-each'} AdamW): "
+              f"{nanogpt * 1000:.2f}ms/iter; ours ({'compiled' if compile else 'eager'}, fused AdamW): "
+              f"{ours * 1000:.2f}ms/iter; {nanogpt / ours:.2f}x (medians of {rounds} turns of {timed_iters} iterations)")
 
 
 @torch.no_grad()

@@ -280,7 +280,8 @@ class GPT(nn.Module):
         model.load_state_dict(sd) # strict: every parameter of ours comes from GPT-2, and nothing else does
         return model
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, fused=None):
+        # fused: None uses the fused AdamW where torch has it (cuda, cpu); False the for-each one, as nanoGPT off CUDA
         # start with all of the candidate parameters
         param_dict = {pn: p for pn, p in self.named_parameters()}
         # filter out those that do not require grad
@@ -299,10 +300,11 @@ class GPT(nn.Module):
         print(f"num non-decayed parameter tensors: {len(nodecay_params)}, with {num_nodecay_params:,} parameters")
         # Create AdamW optimizer and use the fused version if it is available: one kernel for all parameters
         fused_available = 'fused' in inspect.signature(torch.optim.AdamW).parameters
-        use_fused = fused_available and device_type in ('cuda', 'cpu')
+        use_fused = fused_available and device_type in ('cuda', 'cpu') and fused is not False
         extra_args = dict(fused=True) if use_fused else dict()
         optimizer = torch.optim.AdamW(optim_groups, lr=learning_rate, betas=betas, **extra_args)
-        print(f"using fused AdamW: {use_fused}" + ("" if use_fused else f" (not available on {device_type}; using the for-each AdamW)"))
+        why_not = "" if use_fused or fused is False else f" (not available on {device_type}; using the for-each AdamW)"
+        print(f"using fused AdamW: {use_fused}{why_not}")
 
         return optimizer
 

@@ -51,3 +51,18 @@ def test_sample_mode_times_generation_with_and_without_kv_cache_and_gets_the_sam
 def test_unknown_mode_is_a_one_line_error(tmp_path):
     proc = run_script("bench.py", "--mode=infer", cwd=tmp_path, check=False, timeout=120)
     assert proc.returncode == 1 and proc.stderr == "error: mode='infer' must be 'train' or 'sample'\n"
+
+
+def test_compare_times_nanogpts_setup_in_turns_with_ours(tmp_path):
+    proc = run_script("bench.py", *TRAIN, "--compare=True", "--rounds=2", cwd=tmp_path, timeout=120)
+    assert "using fused AdamW: True" in proc.stdout and "using fused AdamW: False" in proc.stdout
+    nanogpt = figure(r"nanoGPT's setup \(eager, for-each AdamW\): ([\d.]+)ms/iter", proc.stdout)
+    ours = figure(r"ours \(eager, fused AdamW\): ([\d.]+)ms/iter", proc.stdout)
+    ratio = figure(r"; ([\d.]+)x \(medians of 2 turns of 3 iterations\)", proc.stdout)
+    assert abs(ratio - nanogpt / ours) < 0.01 + 0.01 * ratio  # each figure is rounded
+
+
+def test_compare_is_for_training(tmp_path):
+    proc = run_script("bench.py", "--mode=sample", "--compare=True", cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == ("error: profile=True and compare=True time training iterations; "
+                                                    "use them with --mode=train\n")

@@ -8,32 +8,18 @@ encoder and decoder and some other related info.
     python data/shakespeare_char/prepare.py --input PATH    # or use a local copy
     python data/shakespeare_char/prepare.py --out_dir DIR   # write the outputs to DIR, not here
 """
-import argparse
 import os
 import pickle
 import sys
 
 import numpy as np
 
-DATA_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for fileio, whatever the cwd
-from fileio import download, read_text, write_atomically  # noqa: E402
+from fileio import tiny_shakespeare, write_atomically  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-parser.add_argument('--input', help="text file to use instead of input.txt in --out_dir")
-parser.add_argument('--url', default=DATA_URL, help="where to download input.txt from when it is absent")
-parser.add_argument('--out_dir', default=here, help="where the outputs (and a downloaded input.txt) go; "
-                                                    "default: this script's folder, where train.py looks")
-args = parser.parse_args()
-os.makedirs(args.out_dir, exist_ok=True)
-
-# download the tiny shakespeare dataset
-input_file_path = args.input or os.path.join(args.out_dir, 'input.txt')
-if args.input is None and not os.path.exists(input_file_path):
-    download(args.url, input_file_path, f"put the file at {input_file_path} or pass --input PATH")
-
-data = read_text(input_file_path)
+# the tiny shakespeare dataset: downloaded when absent
+data, out_dir = tiny_shakespeare(__doc__, here)
 print(f"length of dataset in characters: {len(data):,}")
 
 # get all the unique characters that occur in this text
@@ -65,8 +51,8 @@ print(f"val has {len(val_ids):,} tokens")
 # export to bin files
 train_ids = np.array(train_ids, dtype=np.uint16)
 val_ids = np.array(val_ids, dtype=np.uint16)
-write_atomically(os.path.join(args.out_dir, 'train.bin'), train_ids.tofile)
-write_atomically(os.path.join(args.out_dir, 'val.bin'), val_ids.tofile)
+write_atomically(os.path.join(out_dir, 'train.bin'), train_ids.tofile)
+write_atomically(os.path.join(out_dir, 'val.bin'), val_ids.tofile)
 
 # save the meta information as well, to help us encode/decode later
 meta = {
@@ -74,7 +60,7 @@ meta = {
     'itos': itos,
     'stoi': stoi,
 }
-write_atomically(os.path.join(args.out_dir, 'meta.pkl'), lambda f: pickle.dump(meta, f))
+write_atomically(os.path.join(out_dir, 'meta.pkl'), lambda f: pickle.dump(meta, f))
 
 # length of dataset in characters: 1,115,394
 # all the unique characters:

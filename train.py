@@ -347,7 +347,7 @@ def git_commit():
 
 # what a run needs to be repeated or compared: saved in every checkpoint and first in log.jsonl
 provenance = dict(config=config, git_commit=git_commit(), python=platform.python_version(), torch=str(torch.__version__),
-                  device=device, device_name=device_name(), world_size=ddp_world_size)
+                  device=device, device_name=device_name(), dtype=dtype, world_size=ddp_world_size)
 
 def save(reason):
     """Writes the whole training state to ckpt_path. Every process calls it: they hand in their RNG states."""

@@ -106,6 +106,7 @@ def test_provenance_in_log_and_checkpoint(scratch):
     assert provenance['config']['max_iters'] == 12 and provenance['config']['n_embd'] == 32
     assert provenance['torch'] == torch.__version__
     assert provenance['device'] == 'cpu' and provenance['device_name']
+    assert provenance['dtype'] == 'float32'  # the default, resolved for the device after the overrides
     assert provenance['world_size'] == 1
     head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=REPO, capture_output=True, text=True)
     if head.returncode == 0:

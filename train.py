@@ -420,7 +420,8 @@ while True:
     # evaluate the loss on train/val sets and write checkpoints
     if iter_num % eval_interval == 0 or iter_num == max_iters:
         losses = estimate_loss()
-        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val']}
+        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'],
+                  'tokens': iter_num * tokens_per_iter} # the tokens trained on so far
         if hellaswag:
             result = evaluate_hellaswag(eval_model, hellaswag_examples, device, ctx, ddp_rank, ddp_world_size)
             record.update(hellaswag_acc=result['acc'], hellaswag_acc_norm=result['acc_norm'])

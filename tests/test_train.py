@@ -91,6 +91,8 @@ def test_log_has_a_record_every_iteration_and_every_eval(scratch):
     assert all(r['dt_ms'] > 0 for r in iters)
     assert [r['mfu'] is None for r in iters] == [True] * 5 + [False] * 7  # measured from the 6th iteration on
     assert list(eval_losses(records)) == [0, 4, 8, 12]
+    evals = [r for r in records if 'val_loss' in r]
+    assert [r['tokens'] for r in evals] == [i * 4 * 32 for i in (0, 4, 8, 12)]  # plot.py puts them on its tokens axis
 
 
 def test_stdout_keeps_nanogpt_line_formats(scratch):

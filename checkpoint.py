@@ -5,29 +5,13 @@ import os
 import torch
 
 from configurator import UserError
+from fileio import write_atomically
 from model import GPT, GPTConfig
 
 
 def save_checkpoint(checkpoint, path):
-    """Writes to a temporary file beside path, then renames it over path: a crash at any moment leaves
-    either the old checkpoint or the new one, whole."""
-    tmp_path = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp_path, 'wb') as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    # make the rename itself durable
-    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Writes checkpoint to path atomically: a crash at any moment leaves the old checkpoint or the new one, whole."""
+    write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
 def load_checkpoint(path, map_location='cpu'):

@@ -1,5 +1,5 @@
 """
-Downloading, reading and saving files for the data scripts, so that a failed or interrupted run never leaves a
+Downloading, reading and saving files (datasets, checkpoints), so that a failed or interrupted run never leaves a
 half-written file behind and a user's mistake (a bad path, no network) ends in one line saying how to fix it.
 """
 
@@ -57,12 +57,21 @@ def read_text(path):
 
 
 def write_atomically(path, write):
-    """Calls write(f) on a new binary file that takes path's place only once write returns."""
+    """Calls write(f) on a new binary file that takes path's place only once write returns and the data is on disk:
+    a crash at any moment leaves either the old file or the new one, whole."""
     tmp = f"{path}.tmp.{os.getpid()}"  # in path's folder, so os.replace is a rename; pid: two runs never share it
     try:
         with open(tmp, 'wb') as f:
             write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    # make the rename itself durable
+    dir_fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -14,8 +14,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"  # what a user's machine would download, kept beside the repo (see README)
 SHAKESPEARE = SHARED / "data" / "tinyshakespeare" / "input.txt"
-
 sys.path.insert(0, str(REPO))
+if not SHAKESPEARE.exists():  # no ../shared: the copy that step 2 of the README's quick start downloads
+    from fileio import TINY_SHAKESPEARE_URL, download
+    SHAKESPEARE = REPO / "data" / "shakespeare_char" / "input.txt"
+    if not SHAKESPEARE.exists():
+        download(TINY_SHAKESPEARE_URL, str(SHAKESPEARE), f"put tiny Shakespeare at {SHAKESPEARE} for the tests")
 if (SHARED / "tiktoken-cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
 os.environ["WANDB_MODE"] = "offline"

@@ -66,3 +66,8 @@ def test_compare_is_for_training(tmp_path):
     proc = run_script("bench.py", "--mode=sample", "--compare=True", cwd=tmp_path, check=False, timeout=120)
     assert proc.returncode == 1 and proc.stderr == ("error: profile=True and compare=True time training iterations; "
                                                     "use them with --mode=train\n")
+
+
+def test_compare_and_profile_do_not_go_together(tmp_path):
+    proc = run_script("bench.py", "--profile=True", "--compare=True", cwd=tmp_path, check=False, timeout=120)
+    assert proc.returncode == 1 and proc.stderr == "error: profile=True and compare=True do not go together; pick one\n"

@@ -25,6 +25,24 @@ def load_meta(path):
     return meta
 
 
+# tiktoken's cache names each file by the SHA-1 of its download address
+GPT2_BPE_FILES = {'vocab.bpe': '6d1cbeee0f20b3d9449abfede4726ed8212e3aee',
+                  'encoder.json': '6c7ea1a7e38e3a7f062df639a5b80947f075ffe6'}
+
+
+def gpt2_encoding():
+    """tiktoken's GPT-2 BPE. tiktoken downloads its two files on first use and keeps them in its cache; offline,
+    without that cache, this fails in one line that says how to provide them."""
+    import tiktoken
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # requests' errors without a network; whatever a broken cache or proxy gives
+        files = ' and '.join(f"{name} as $TIKTOKEN_CACHE_DIR/{sha}" for name, sha in GPT2_BPE_FILES.items())
+        raise UserError(f"cannot download GPT-2's BPE files vocab.bpe and encoder.json ({type(e).__name__}); "
+                        f"offline, copy tiktoken's cache from a machine that has one and set TIKTOKEN_CACHE_DIR to it, "
+                        f"or save {files}")
+
+
 class Tokenizer:
     """encode(str) -> list of ids, decode(ids) -> str, and vocab_size. The character vocabulary of a meta.pkl
     (as made by data/shakespeare_char/prepare.py) when given one, else GPT-2's BPE through tiktoken."""
@@ -36,8 +54,7 @@ class Tokenizer:
             self.vocab_size = meta['vocab_size']
             self.source = meta_path
         else:
-            import tiktoken
-            self.bpe = tiktoken.get_encoding("gpt2")
+            self.bpe = gpt2_encoding()
             self.vocab_size = self.bpe.n_vocab
             self.source = "GPT-2 BPE"
 

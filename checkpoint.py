@@ -8,6 +8,24 @@ from configurator import UserError
 from fileio import write_atomically
 from model import GPT, GPTConfig
 
+# ckpt.pt is nanoGPT's checkpoint, the model that sample.py reads: the latest one, or with
+# always_save_checkpoint=False the best on val. When the latest training state differs from it (between evals,
+# or after an eval that did not improve), that state goes to last.pt, which exists only while it is newer.
+CKPT = 'ckpt.pt'
+LAST = 'last.pt'
+
+
+def model_path(out_dir):
+    """The checkpoint whose model to sample, export or evaluate: ckpt.pt, or last.pt if there is no ckpt.pt yet."""
+    ckpt, last = os.path.join(out_dir, CKPT), os.path.join(out_dir, LAST)
+    return last if os.path.exists(last) and not os.path.exists(ckpt) else ckpt
+
+
+def resume_path(out_dir):
+    """The checkpoint to resume training from: the newest state, last.pt when there is one, else ckpt.pt."""
+    last = os.path.join(out_dir, LAST)
+    return last if os.path.exists(last) else os.path.join(out_dir, CKPT)
+
 
 def save_checkpoint(checkpoint, path):
     """Writes checkpoint to path atomically: a crash at any moment leaves the old checkpoint or the new one, whole."""

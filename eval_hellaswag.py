@@ -16,7 +16,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint, model_path
 from configurator import UserError, configure
 from fileio import download
 from hardware import autocast, check_device, check_dtype, default_device, default_dtype
@@ -131,7 +131,7 @@ if __name__ == '__main__':
         examples = examples[:max_examples]
 
     if init_from == 'resume':
-        ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+        ckpt_path = model_path(out_dir)
         model = model_from_checkpoint(load_checkpoint(ckpt_path), ckpt_path, dropout=0.0)
     else:
         try:

@@ -12,7 +12,7 @@ import sys
 import torch
 
 import hardware
-from checkpoint import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint, model_path
 from configurator import UserError, configure
 from model import GPT
 from tokenizer import Tokenizer
@@ -61,7 +61,7 @@ ctx = hardware.autocast(device, dtype)
 checkpoint = None
 if init_from == 'resume':
     # init from a model saved in a specific directory
-    ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+    ckpt_path = model_path(out_dir)
     checkpoint = load_checkpoint(ckpt_path)
     model = model_from_checkpoint(checkpoint, ckpt_path)
 else:

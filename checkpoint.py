@@ -1,7 +1,9 @@
 """Training checkpoints on disk: written atomically, read safely, and a model built from one."""
 
 import os
+import random
 
+import numpy as np
 import torch
 
 from configurator import UserError
@@ -61,3 +63,23 @@ def model_from_checkpoint(checkpoint, path, **model_args):
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UserError(f"the weights in {path} do not fit its model_args {model_args}: {detail}")
     return model
+
+
+def rng_state(device):
+    """This process's RNG states, as CPU tensors and plain data (weights_only-loadable). torch's drives dropout;
+    numpy's and python's are saved too, for code that may use them."""
+    np_state = np.random.get_state()
+    return {'torch': torch.get_rng_state(),
+            'cuda': torch.cuda.get_rng_state(device) if torch.device(device).type == 'cuda' else None,
+            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            'python': [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
+
+
+def set_rng_state(state, device):
+    """Restores rng_state(device). The states must be CPU tensors, as load_checkpoint gives them:
+    torch.set_rng_state and torch.cuda.set_rng_state take only a CPU ByteTensor."""
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] is not None and torch.device(device).type == 'cuda':
+        torch.cuda.set_rng_state(state['cuda'], device)
+    np.random.set_state((state['numpy'][0], state['numpy'][1].numpy().astype(np.uint32), *state['numpy'][2:]))
+    random.setstate((state['python'][0], tuple(state['python'][1]), state['python'][2]))

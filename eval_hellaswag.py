@@ -18,34 +18,44 @@ from tqdm import tqdm
 
 from checkpoint import load_checkpoint, model_from_checkpoint, model_path
 from configurator import UserError, configure
-from fileio import download
+from fileio import download, read_text
 from hardware import autocast, check_device, check_dtype, default_device, default_dtype
 from model import GPT
 from tokenizer import Tokenizer
 
 
-def load_examples(path, url='https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl'):
+DEFAULT_FILE = os.path.join('data', 'hellaswag', 'hellaswag_val.jsonl')
+URL = 'https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl'
+
+
+def load_examples(path, url=URL):
     """The examples of a HellaSwag JSONL file, each a dict with 'ctx', 'endings' (4 strings) and 'label' (0-3).
-    The file is downloaded from url first when path does not exist."""
+    The official set is downloaded from url when path is DEFAULT_FILE and absent; any other path must exist,
+    so that a mistyped name is an error rather than a download of the official set under that name."""
+    is_default = os.path.abspath(path) == os.path.abspath(DEFAULT_FILE)
     if not os.path.exists(path):
+        if not is_default:
+            raise UserError(f"no HellaSwag file at {path}; check the path, or leave out --hellaswag_file to "
+                            f"download the official set to {DEFAULT_FILE}")
         download(url, path, f"download it yourself and put it at {path}, or point --hellaswag_file at a copy")
+    # only the downloaded file can be fetched again; one the user named is theirs to fix
+    fix = "delete the file to download it again" if is_default else "fix the file or point --hellaswag_file at another"
     examples = []
-    with open(path, encoding='utf-8') as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                example = json.loads(line)
-                ok = (isinstance(example['ctx'], str) and example['label'] in (0, 1, 2, 3)
-                      and len(example['endings']) == 4 and all(isinstance(e, str) for e in example['endings']))
-            except (ValueError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                raise UserError(f"{path} line {lineno} is not a HellaSwag example (JSON with ctx, 4 endings and a "
-                                f"label 0-3); delete the file to download it again")
-            examples.append(example)
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            example = json.loads(line)
+            ok = (isinstance(example['ctx'], str) and example['label'] in (0, 1, 2, 3)
+                  and len(example['endings']) == 4 and all(isinstance(e, str) for e in example['endings']))
+        except (ValueError, KeyError, TypeError):
+            ok = False
+        if not ok:
+            raise UserError(f"{path} line {lineno} is not a HellaSwag example (JSON with ctx, 4 endings and a "
+                            f"label 0-3); {fix}")
+        examples.append(example)
     if not examples:
-        raise UserError(f"{path} holds no examples; delete it to download it again")
+        raise UserError(f"{path} holds no examples; {fix}")
     return examples
 
 
@@ -112,7 +122,7 @@ if __name__ == '__main__':
     # -----------------------------------------------------------------------------
     init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a GPT-2 ('gpt2' ... 'gpt2-xl') or a transformers directory
     out_dir = 'out'
-    hellaswag_file = os.path.join('data', 'hellaswag', 'hellaswag_val.jsonl')  # downloaded here when absent
+    hellaswag_file = DEFAULT_FILE  # downloaded when absent; a file named here instead must exist
     max_examples = 0  # evaluate the first max_examples examples; 0: all 10,042
     device = default_device()  # 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype = None  # 'float32', 'bfloat16' or 'float16'; None: the best the device supports

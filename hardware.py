@@ -35,11 +35,23 @@ def check_device(device):
         raise UserError(f"device={device!r} is not supported; use cpu, cuda, cuda:N or mps")
 
 
+def native_bf16(capability, rocm=False):
+    """Whether a CUDA GPU of compute capability (major, minor) computes bfloat16 natively: Ampere (8.0) and later,
+    and every AMD GPU under ROCm. V100 (7.0) and T4 (7.5) only emulate it, far slower than float16. This is what
+    torch.cuda.is_bf16_supported(including_emulation=False) answers (torch >= 2.3), for any device, not just the
+    current one; without the flag it also counts emulation."""
+    return rocm or capability >= (8, 0)
+
+
+def cuda_has_bf16(device):
+    return native_bf16(torch.cuda.get_device_capability(device), rocm=torch.version.hip is not None)
+
+
 def default_dtype(device):
     """bfloat16 on GPUs that have it, float16 on older CUDA GPUs, float32 on CPU: most CPUs run
     bfloat16 matmuls far slower than float32 (about 40x on an AVX2 machine without AVX-512 BF16)."""
     if device.startswith('cuda'):
-        return 'bfloat16' if torch.cuda.is_bf16_supported() else 'float16'
+        return 'bfloat16' if cuda_has_bf16(device) else 'float16'
     if device.startswith('mps'):
         return 'bfloat16' if torch.backends.mps.is_macos_or_newer(14, 0) else 'float16'
     return 'float32'
@@ -51,8 +63,9 @@ PTDTYPE = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torc
 def check_dtype(device, dtype):
     if dtype not in PTDTYPE:
         raise UserError(f"dtype={dtype!r} is not supported; use float32, bfloat16 or float16")
-    if dtype == 'bfloat16' and device.startswith('cuda') and not torch.cuda.is_bf16_supported():
-        raise UserError("this GPU does not support bfloat16; use --dtype=float16")
+    if dtype == 'bfloat16' and device.startswith('cuda') and not cuda_has_bf16(device):
+        raise UserError(f"{torch.cuda.get_device_name(device)} only emulates bfloat16, far slower than float16; "
+                        f"use --dtype=float16")
 
 
 def autocast(device, dtype):

@@ -9,10 +9,8 @@ import json
 import os
 import sys
 
-import matplotlib
-matplotlib.use('Agg')  # draws to a file: no display needed
-import matplotlib.pyplot as plt
-from matplotlib.ticker import EngFormatter
+from matplotlib.figure import Figure  # not pyplot: draws to a file, no display or global state
+from matplotlib.ticker import EngFormatter, MaxNLocator
 
 from configurator import UserError, configure
 
@@ -49,27 +47,33 @@ def loss_curves(records):
             for label, points in curves.items() if points}
 
 
-def plot_losses(curves, png_path):
+def loss_figure(curves):
     """One panel against iterations and, if any record has tokens, one against tokens, sharing the loss axis."""
     xs = [('iteration', 0)]
     if any(tokens is not None for points in curves.values() for _, tokens, _ in points):
         xs.append(('tokens', 1))
-    fig, axes = plt.subplots(1, len(xs), figsize=(6 * len(xs), 4.5), sharey=True, squeeze=False)
+    fig = Figure(figsize=(6 * len(xs), 4.5))
+    axes = fig.subplots(1, len(xs), sharey=True, squeeze=False)
     for ax, (xlabel, column) in zip(axes[0], xs):
+        panel_xs = []
         for label, points in curves.items():
             xy = [(point[column], point[2]) for point in points if point[column] is not None]
             if not xy:
                 continue
             style = dict(lw=1, alpha=0.6) if label == 'train' else dict(marker='o', ms=3)  # noisy: one batch
             ax.plot(*zip(*xy), label=label, **style)
+            panel_xs += [x for x, _ in xy]
+        if min(panel_xs) == max(panel_xs):  # a single iteration: matplotlib would spread it over milli-iterations
+            pad = max(1, 0.05 * panel_xs[0])
+            ax.set_xlim(panel_xs[0] - pad, panel_xs[0] + pad)
         ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # iterations and tokens are whole numbers
         ax.xaxis.set_major_formatter(EngFormatter())  # 2.5G rather than an offset like 1e9
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel('loss')
     axes[0][0].legend()
     fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 if __name__ == '__main__':
@@ -81,5 +85,5 @@ if __name__ == '__main__':
     if not curves:
         raise UserError(f"{log_path} has no losses yet; plot again once train.py has logged some")
     png_path = os.path.join(out_dir, 'loss.png')
-    plot_losses(curves, png_path)
+    loss_figure(curves).savefig(png_path, dpi=100)
     print(f"wrote {png_path}")

@@ -23,20 +23,19 @@ import json
 import math
 import os
 import platform
-import random
 import signal
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hardware
-from checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from provenance import device_name, git_commit
+from checkpoint import (CKPT, LAST, load_checkpoint, model_from_checkpoint, resume_path, rng_state, save_checkpoint,
+                        set_rng_state)
 from configurator import UserError, configure
 from dataloader import check_dataset, get_batch
 from model import GPT, GPTConfig
@@ -51,6 +50,7 @@ log_interval = 1
 eval_iters = 200
 eval_only = False # if True, script exits right after the first eval
 always_save_checkpoint = True # if True, always save a checkpoint after each eval
+checkpoint_interval = 0 # also save the training state every this many iterations (see checkpoint.py); 0: at evals only
 init_from = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a directory saved by transformers' save_pretrained
 # wandb logging
 wandb_log = False # disabled by default
@@ -84,7 +84,7 @@ backend = 'nccl' # 'nccl', 'gloo', etc.; runs off CUDA take gloo
 # system
 device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1' etc., or try 'mps' on macbooks
 dtype = None # 'float32', 'bfloat16', or 'float16' (with a GradScaler); None: the best for the device, see hardware.py
-compile = True # use PyTorch 2.0 to compile the model to be faster
+compile = None # use PyTorch 2.0 to compile the model to be faster; None: on CUDA, where it pays (on CPU it costs more)
 seed = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
 # evaluation on HellaSwag (eval_hellaswag.py) at every eval; needs a model with GPT-2's vocabulary
 hellaswag = False
@@ -102,17 +102,24 @@ master_process = ddp_rank == 0 # this process will do logging, checkpointing etc
 seed_offset = ddp_rank # each process gets a different seed
 if ddp and device.startswith('cuda'):
     device = f'cuda:{ddp_local_rank}'
-dtype = dtype or hardware.default_dtype(device)
+# torchrun --max-restarts starts every process again when one died: they go on from the run's newest checkpoint
+restart_count = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))
+run_id = os.environ.get('TORCHELASTIC_RUN_ID') # the same for all restarts of one torchrun
 
 # every mistake in the config is reported here, before anything is written and before processes wait on each other
 hardware.check_device(device)
+dtype = dtype or hardware.default_dtype(device)
 hardware.check_dtype(device, dtype)
 device_type = torch.device(device).type # for later use in torch.autocast
+if compile not in (None, True, False):
+    raise UserError(f"compile={compile!r} must be True, False or None (None: compile on CUDA only)")
+compile = device_type == 'cuda' if compile is None else compile
 for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
              'eval_iters', 'n_layer', 'n_head', 'n_embd'):
     if globals()[name] < 1:
         raise UserError(f"{name}={globals()[name]} must be at least 1")
-for name in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'seed', 'learning_rate', 'min_lr', 'grad_clip'):
+for name in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'seed', 'learning_rate', 'min_lr', 'grad_clip',
+             'checkpoint_interval'):
     if globals()[name] < 0:
         raise UserError(f"{name}={globals()[name]} must not be negative")
 if not 0 <= dropout < 1:
@@ -138,6 +145,23 @@ if wandb_log:
         raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
 if hellaswag:
     from eval_hellaswag import evaluate_hellaswag, load_examples
+
+# resuming: the model's shape is the checkpoint's, as in nanoGPT. A torchrun restart resumes the run's own checkpoint.
+checkpoint = None
+ckpt_path = resume_path(out_dir)
+if init_from == 'resume' or (restart_count > 0 and os.path.exists(ckpt_path)):
+    checkpoint = load_checkpoint(ckpt_path) # to CPU: the model and the optimizer move their state to the device
+    if init_from != 'resume' and checkpoint.get('provenance', {}).get('run_id') != run_id:
+        checkpoint = None # an earlier run's: this run died before its first checkpoint, and starts again
+if checkpoint is not None:
+    shape = {k: checkpoint['model_args'][k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')}
+    ignored = ", ".join(f"{k}={v} (not {config[k]})" for k, v in shape.items() if config[k] != v)
+    if ignored and master_process:
+        print(f"a resumed run keeps its model's shape: {ignored}")
+    globals().update(shape)
+    config.update(shape) # the checkpoints and the log record what runs
+resumed = checkpoint is not None
+
 gradient_accumulation_steps //= ddp_world_size
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
 print(f"tokens per iteration will be: {tokens_per_iter:,}")
@@ -166,9 +190,17 @@ if os.path.exists(meta_path):
 # model init
 model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
                   bias=bias, vocab_size=None, dropout=dropout) # start with model_args from command line
-checkpoint = None
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-if init_from == 'scratch':
+if resumed:
+    print(f"Resuming training from {ckpt_path}" + (f" (torchrun restart {restart_count})" if restart_count else ""))
+    model = model_from_checkpoint(checkpoint, ckpt_path, dropout=dropout)
+    model_args = {**checkpoint['model_args'], 'dropout': dropout}
+    iter_num = checkpoint['iter_num']
+    best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
+    changed = {k: (v, config[k]) for k, v in checkpoint.get('config', {}).items()
+               if k in config and k != 'init_from' and v != config[k]}
+    if changed and master_process:
+        print("config changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+elif init_from == 'scratch':
     # init a new model from scratch
     print("Initializing a new model from scratch")
     # determine the vocab size we'll use for from-scratch training
@@ -177,17 +209,6 @@ if init_from == 'scratch':
     model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
     gptconf = GPTConfig(**model_args)
     model = GPT(gptconf)
-elif init_from == 'resume':
-    print(f"Resuming training from {out_dir}")
-    checkpoint = load_checkpoint(ckpt_path, map_location=device)
-    model = model_from_checkpoint(checkpoint, ckpt_path, dropout=dropout)
-    model_args = {**checkpoint['model_args'], 'dropout': dropout}
-    iter_num = checkpoint['iter_num']
-    best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
-    changed = {k: (v, config[k]) for k, v in checkpoint.get('config', {}).items()
-               if k in config and k != 'init_from' and v != config[k]}
-    if changed:
-        print("config changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
 else:
     print(f"Initializing from OpenAI GPT-2 weights: {init_from}")
     # initialize from OpenAI GPT-2 weights
@@ -208,6 +229,11 @@ if block_size > model.config.block_size:
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
     model_args['block_size'] = block_size # so that the checkpoint will have the right value
+dataset_vocab_size = meta_vocab_size or 50257 # without a meta.pkl the dataset holds GPT-2 tokens
+if dataset_vocab_size > model_args['vocab_size']:
+    trained_on = f" (it was trained on {checkpoint['config'].get('dataset')})" if resumed else ""
+    raise UserError(f"dataset={dataset} has {dataset_vocab_size} token ids but the model from init_from={init_from} knows "
+                    f"only {model_args['vocab_size']}{trained_on}; pick a dataset of its vocabulary")
 if hellaswag and model_args['vocab_size'] < 50257:
     raise UserError(f"hellaswag=True needs a model with GPT-2's vocabulary, this one has {model_args['vocab_size']} "
                     f"tokens (a character-level dataset?); use --hellaswag=False")
@@ -262,25 +288,10 @@ eval_model = model # evaluation needs no DDP wrapper: there are no gradients to 
 if ddp:
     model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
 
-# RNG states: torch's drives dropout; numpy's and python's are saved too, for code that may use them
-def rng_state():
-    np_state = np.random.get_state()
-    return {'torch': torch.get_rng_state(),
-            'cuda': torch.cuda.get_rng_state(device) if device_type == 'cuda' else None,
-            'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]], # weights_only-loadable
-            'python': [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
-
-def set_rng_state(state):
-    torch.set_rng_state(state['torch'])
-    if state['cuda'] is not None and device_type == 'cuda':
-        torch.cuda.set_rng_state(state['cuda'], device)
-    np.random.set_state((state['numpy'][0], state['numpy'][1].numpy().astype(np.uint32), *state['numpy'][2:]))
-    random.setstate((state['python'][0], tuple(state['python'][1]), state['python'][2]))
-
 if checkpoint is not None:
     rngs = checkpoint.get('rng')
     if rngs is not None and len(rngs) == ddp_world_size:
-        set_rng_state(rngs[ddp_rank])
+        set_rng_state(rngs[ddp_rank], device)
     else:
         print("the checkpoint has no RNG state for this number of processes: dropout will not repeat the "
               "uninterrupted run's")
@@ -320,41 +331,17 @@ def get_lr(it):
     coeff = 0.5 * (1.0 + math.cos(math.pi * decay_ratio)) # coeff ranges 0..1
     return min_lr + coeff * (learning_rate - min_lr)
 
-def device_name():
-    if device_type == 'cuda':
-        return torch.cuda.get_device_name(device)
-    if device_type == 'cpu':
-        try:
-            with open('/proc/cpuinfo') as f:
-                cpu = next((line.split(':', 1)[1].strip() for line in f if line.startswith('model name')), None)
-        except OSError:
-            cpu = None
-        return f"{cpu or platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    return f"{device_type} on {platform.machine()}"
-
-def git_commit():
-    # the code version the run used, with '-dirty' when it had uncommitted changes; None outside a git checkout
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=here, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=here,
-                                capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if commit.returncode != 0:
-        return None
-    return commit.stdout.strip() + ('-dirty' if status.stdout.strip() else '')
-
 # what a run needs to be repeated or compared: saved in every checkpoint and first in log.jsonl
 provenance = dict(config=config, git_commit=git_commit(), python=platform.python_version(), torch=str(torch.__version__),
-                  device=device, device_name=device_name(), dtype=dtype, world_size=ddp_world_size)
+                  device=device, device_name=device_name(device), dtype=dtype, world_size=ddp_world_size, run_id=run_id)
 
-def save(reason):
-    """Writes the whole training state to ckpt_path. Every process calls it: they hand in their RNG states."""
-    rngs = [rng_state()]
+def save(reason, name):
+    """Writes the whole training state to out_dir/name, CKPT or LAST (see checkpoint.py). Every process calls it:
+    they hand in their RNG states."""
+    rngs = [rng_state(device)]
     if ddp:
         rngs = [None] * ddp_world_size
-        dist.all_gather_object(rngs, rng_state())
+        dist.all_gather_object(rngs, rng_state(device))
         # the processes apply the same averaged gradients, so their weights must be equal
         params = torch.nn.utils.parameters_to_vector(raw_model.parameters()).detach()
         low, high = params.clone(), params.clone()
@@ -375,15 +362,23 @@ def save(reason):
             'provenance': provenance,
         }
         same = f", weights identical on all {ddp_world_size} processes" if ddp else ""
-        print(f"saving checkpoint to {out_dir} ({reason}, iter {iter_num}{same})")
-        save_checkpoint(checkpoint, ckpt_path)
+        print(f"saving checkpoint to {os.path.join(out_dir, name)} ({reason}, iter {iter_num}{same})")
+        save_checkpoint(checkpoint, os.path.join(out_dir, name))
+        if name == CKPT and os.path.exists(os.path.join(out_dir, LAST)):
+            os.remove(os.path.join(out_dir, LAST)) # older than ckpt.pt now
 
-# logging: log.jsonl holds this run's history (a resumed run appends to it), wandb if asked for
+# logging: log.jsonl holds the history of every run in out_dir (never truncated), wandb if asked for
 if master_process:
-    log_file = open(os.path.join(out_dir, 'log.jsonl'), 'a' if init_from == 'resume' else 'w', buffering=1)
-    log_file.write(json.dumps({'provenance': provenance}) + '\n')
     if wandb_log:
-        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+        try:
+            wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+        except wandb.errors.Error as e: # no API key, or no network
+            raise UserError(f"wandb cannot start ({str(e).splitlines()[0]}); without network or login run with "
+                            f"WANDB_MODE=offline (and wandb sync later), or --wandb_log=False")
+    log_file = open(os.path.join(out_dir, 'log.jsonl'), 'a', buffering=1)
+    log_file.write(json.dumps({'provenance': provenance}) + '\n')
+    if restart_count:
+        log_file.write(json.dumps({'restart': restart_count, 'iter': iter_num}) + '\n')
 
 def log(record):
     log_file.write(json.dumps(record) + '\n') # json writes floats exactly: runs compare bit for bit
@@ -394,12 +389,15 @@ def diverged(name, value):
     return UserError(f"{name} is {value} at iter {iter_num}: training diverged; lower --learning_rate ({kept})")
 
 # a signal only raises a flag: the iteration finishes, the processes agree to stop, and a checkpoint is written.
+# A second one stops at once (an eval can take minutes), leaving the checkpoints as they are.
 # torchrun passes a SIGINT or SIGTERM on to every process, and kills them 30 s later.
 stop_signal = None
 def request_stop(signum, frame):
     global stop_signal
-    if stop_signal is None:
-        print(f"{signal.Signals(signum).name}: stopping after this iteration", flush=True)
+    if stop_signal is not None:
+        print(f"{signal.Signals(signum).name} again: stopping now, without a checkpoint", flush=True)
+        os._exit(128 + signum) # what the shell reports for a process killed by the signal
+    print(f"{signal.Signals(signum).name}: stopping after this iteration (again to stop now)", flush=True)
     stop_signal = signal.Signals(signum).name
 signal.signal(signal.SIGINT, request_stop)
 signal.signal(signal.SIGTERM, request_stop)
@@ -407,7 +405,10 @@ signal.signal(signal.SIGTERM, request_stop)
 # training loop
 X, Y = get_train_batch(iter_num, 0) # fetch the very first batch
 local_iter_num = 0 # number of iterations in the lifetime of this process
-saved_iter = iter_num if init_from == 'resume' else None # the iteration of the checkpoint in out_dir
+saved_iter = iter_num if resumed else None # the iteration of the newest checkpoint in out_dir
+# ckpt.pt holds the model to sample: the latest state, or with always_save_checkpoint=False the best on val, and
+# then the latest state between evals goes to last.pt (checkpoint.py)
+latest = CKPT if always_save_checkpoint else LAST
 peak_flops = None # measured when first needed: on CPU this takes a moment
 running_mfu = -1.0
 while True:
@@ -440,8 +441,12 @@ while True:
         improved = losses['val'] < best_val_loss
         best_val_loss = min(best_val_loss, losses['val'])
         if (improved or always_save_checkpoint) and iter_num > 0 and iter_num != saved_iter and not eval_only:
-            save('val loss improved' if improved else 'always_save_checkpoint')
+            save('val loss improved' if improved else 'always_save_checkpoint', CKPT)
             saved_iter = iter_num
+    if checkpoint_interval and iter_num % checkpoint_interval == 0 and iter_num not in (0, saved_iter) \
+            and not eval_only:
+        save('checkpoint_interval', latest)
+        saved_iter = iter_num
     if eval_only or iter_num >= max_iters:
         break
 
@@ -497,7 +502,7 @@ while True:
 
     # termination conditions
     if stop:
-        save(f"stopped by {stop_signal or 'another process'}")
+        save(f"stopped by {stop_signal or 'another process'}", latest)
         saved_iter = iter_num
         args = [a for a in sys.argv[1:] if not a.startswith('--init_from=')]
         if master_process:
@@ -507,7 +512,7 @@ while True:
 
 # nanoGPT never saved the updates after the last eval: the end of training gets a checkpoint of its own
 if not eval_only and iter_num != saved_iter:
-    save('end of training')
+    save('end of training', latest)
 if master_process and wandb_log:
     wandb.finish()
 if ddp:

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from checkpoint import save_checkpoint
 from conftest import REPO, run_script, serve_files
 from configurator import UserError
-from eval_hellaswag import evaluate_hellaswag, load_examples, score_example
+from eval_hellaswag import DEFAULT_FILE, evaluate_hellaswag, load_examples, score_example
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
 
@@ -140,14 +140,56 @@ def test_malformed_line_is_reported_with_its_number(tmp_path):
         load_examples(path)
 
 
-def test_missing_file_is_downloaded(tmp_path):
+def served_examples(tmp_path):
+    """A folder holding the examples as hellaswag_val.jsonl, to serve over HTTP."""
     served = tmp_path / "served"
     served.mkdir()
     (served / "hellaswag_val.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
-    path = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
-    with serve_files(served) as url:
-        assert load_examples(str(path), url=f"{url}/hellaswag_val.jsonl") == EXAMPLES
-    assert [p.name for p in path.parent.iterdir()] == ["hellaswag_val.jsonl"]  # no temporary file left
+    return served
+
+
+def test_missing_default_file_is_downloaded(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with serve_files(served_examples(tmp_path)) as url:
+        assert load_examples(DEFAULT_FILE, url=f"{url}/hellaswag_val.jsonl") == EXAMPLES
+    assert os.listdir("data/hellaswag") == ["hellaswag_val.jsonl"]  # no temporary file left
+
+
+def test_missing_named_file_is_an_error_not_a_download(tmp_path):
+    # a mistyped --hellaswag_file must not quietly become a copy of the official set
+    path = tmp_path / "hellaswag_vla.jsonl"
+    with serve_files(served_examples(tmp_path)) as url:
+        with pytest.raises(UserError) as error:
+            load_examples(str(path), url=f"{url}/hellaswag_val.jsonl")
+    assert str(error.value) == (f"no HellaSwag file at {path}; check the path, or leave out --hellaswag_file to "
+                                f"download the official set to data/hellaswag/hellaswag_val.jsonl")
+    assert not path.exists()
+
+
+def test_malformed_named_file_is_not_to_be_deleted(tmp_path):
+    path = tmp_path / "my_examples.jsonl"
+    path.write_text(json.dumps(EXAMPLES[0]) + "\n" + '{"ctx": "no endings"}\n')
+    with pytest.raises(UserError) as error:
+        load_examples(str(path))
+    assert str(error.value) == (f"{path} line 2 is not a HellaSwag example (JSON with ctx, 4 endings and a label "
+                                f"0-3); fix the file or point --hellaswag_file at another")
+
+
+def test_malformed_default_file_can_be_deleted_to_download_it_again(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("data/hellaswag")
+    with open(DEFAULT_FILE, "w") as f:
+        f.write("<html>rate limited</html>\n")
+    with pytest.raises(UserError, match=r"line 1 is not a HellaSwag example .*; delete the file to download it "
+                                        r"again$"):
+        load_examples(DEFAULT_FILE)
+
+
+def test_empty_named_file_is_an_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    with pytest.raises(UserError, match=r"holds no examples; fix the file or point --hellaswag_file at another$"):
+        load_examples(str(path))
 
 
 # an unreachable proxy makes the download fail at once, with or without a network
@@ -155,14 +197,21 @@ NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.
 
 
 def test_failed_download_says_where_to_put_the_file(tmp_path):
-    path = tmp_path / "hellaswag" / "hellaswag_val.jsonl"
-    proc = run_script("eval_hellaswag.py", f"--hellaswag_file={path}", "--device=cpu", cwd=tmp_path,
-                      env=NO_NETWORK, check=False, timeout=60)
+    proc = run_script("eval_hellaswag.py", "--device=cpu", cwd=tmp_path, env=NO_NETWORK, check=False, timeout=60)
     assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot download https://raw.githubusercontent.com/")
-    assert f"put it at {path}" in lines[0]
-    assert list(path.parent.iterdir()) == []
+    assert proc.stderr == ("error: cannot download https://raw.githubusercontent.com/rowanz/hellaswag/master/data/"
+                           "hellaswag_val.jsonl (Tunnel connection failed: 000 placeholder); download it yourself and "
+                           "put it at data/hellaswag/hellaswag_val.jsonl, or point --hellaswag_file at a copy\n")
+    assert os.listdir(tmp_path / "data" / "hellaswag") == []
+
+
+def test_mistyped_file_on_the_command_line_is_a_one_line_error(tmp_path):
+    proc = run_script("eval_hellaswag.py", "--device=cpu", f"--hellaswag_file={tmp_path / 'typo.jsonl'}",
+                      cwd=tmp_path, env=NO_NETWORK, check=False, timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr == (f"error: no HellaSwag file at {tmp_path / 'typo.jsonl'}; check the path, or leave out "
+                           f"--hellaswag_file to download the official set to data/hellaswag/hellaswag_val.jsonl\n")
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.fixture(scope="module")

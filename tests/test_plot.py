@@ -5,7 +5,7 @@ import json
 import matplotlib.image
 
 from conftest import run_script
-from plot import loss_curves, read_log
+from plot import loss_curves, loss_figure, read_log
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -55,6 +55,28 @@ def test_curves_keep_the_latest_record_of_an_iteration_and_skip_a_half_written_l
         "train (eval)": [(1, 10, 3.9)],
         "val (eval)": [(1, 10, 4.1)],
     }
+
+
+def x_axis(fig, panel=0):
+    """The limits and the tick labels of a panel's x axis, as drawn."""
+    ax = fig.axes[panel]
+    fig.canvas.draw()
+    return ax.get_xlim(), [label.get_text() for label in ax.get_xticklabels()]
+
+
+def test_single_eval_at_iter_0_gets_an_axis_of_whole_iterations_around_it():
+    # eval_only=True logs one eval at iter 0; matplotlib alone would draw an axis from -40 m to 40 m iterations
+    fig = loss_figure({"train (eval)": [(0, 0, 10.9)], "val (eval)": [(0, 0, 11.0)]})
+    assert x_axis(fig, panel=0) == ((-1.0, 1.0), ["\u22121", "0", "1"])
+    assert x_axis(fig, panel=1) == ((-1.0, 1.0), ["\u22121", "0", "1"])  # tokens
+
+
+def test_single_eval_at_a_later_iteration_spans_5_percent_either_side():
+    fig = loss_figure({"val (eval)": [(2000, 983040000, 3.2)]})
+    (left, right), _ = x_axis(fig, panel=0)
+    assert (left, right) == (1900.0, 2100.0)
+    (left, right), _ = x_axis(fig, panel=1)
+    assert (left, right) == (983040000 * 0.95, 983040000 * 1.05)
 
 
 def test_missing_log_says_to_run_train_first(tmp_path):

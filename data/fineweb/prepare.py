@@ -1,0 +1,31 @@
+"""
+FineWeb-Edu (HuggingFaceFW/fineweb-edu) as train.bin and val.bin: GPT-2 BPE ids as uint16, each document
+followed by <|endoftext|> (50256), as in openwebtext. The default subset, sample-10BT, is the 10B tokens that
+build-nanogpt and llm.c train GPT-2 (124M) on (config/train_gpt2_fineweb.py).
+
+    python data/fineweb/prepare.py                               # sample-10BT from the Hub, ~20 GB here
+    python data/fineweb/prepare.py --subset sample-100BT         # or sample-350BT
+    python data/fineweb/prepare.py --dataset HuggingFaceFW/fineweb   # plain FineWeb
+    python data/fineweb/prepare.py --data_files 'mirror/*.parquet'   # a local copy, offline
+
+The parquet files are fetched one at a time (the next one downloads while this one is tokenized on all cores)
+and deleted once tokenized. Every 1000th document (0.1%, ~10M tokens of sample-10BT) goes to val.bin. Kill it at
+any moment and run the same command again: it goes on from the last finished file, and the result is byte for
+byte that of an uninterrupted run; train.bin and val.bin appear only when complete.
+"""
+import os
+import sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for corpus, whatever the cwd
+from configurator import UserError  # noqa: E402
+from corpus import prepare_parquet, web_dataset_args  # noqa: E402
+
+SUBSETS = ('sample-10BT', 'sample-100BT', 'sample-350BT')  # folders sample/10BT, ... of both FineWeb datasets
+
+args = web_dataset_args(__doc__, 'HuggingFaceFW/fineweb-edu', val_every=1000, out_dir=here, subsets=SUBSETS)
+if args.subset not in SUBSETS:
+    raise UserError(f"unknown --subset {args.subset}; choose one of {', '.join(SUBSETS)}")
+prepare_parquet(args, hub_folder='sample/' + args.subset.removeprefix('sample-'))
+
+# sample-10BT: ~9.7M documents, ~10B tokens; train.bin ~20 GB

@@ -31,11 +31,13 @@ def _report(exc_type, exc, tb):
 sys.excepthook = _report
 
 
-def configure(namespace, args):
+def configure(namespace, args, unchecked=()):
     """Applies config files and --key=value args to the defaults in namespace (a script's globals()), in place.
-    Returns the config: every default's name with its final value."""
+    unchecked: names that take any value, as if their default were None (e.g. sample.py's top_k, 200 or None);
+    the script checks them. Returns the config: every default's name with its final value."""
     config = {k: v for k, v in namespace.items()
               if not k.startswith('_') and (v is None or isinstance(v, (int, float, bool, str)))}
+    defaults = {**config, **dict.fromkeys(unchecked)}
     if '--help' in args or '-h' in args:
         print("usage: python script.py [config_file.py ...] [--key=value ...]\nkeys and their defaults:")
         for key, value in config.items():
@@ -50,9 +52,9 @@ def configure(namespace, args):
                 value = ast.literal_eval(text)
             except (ValueError, SyntaxError):
                 value = text
-            if isinstance(config.get(key), str) and not isinstance(value, str):
+            if isinstance(defaults.get(key), str) and not isinstance(value, str):
                 value = text  # a string default takes the text as typed, e.g. --wandb_run_name=2024
-            _override(config, key, value, arg)
+            _override(config, defaults, key, value, arg)
         else:
             try:
                 with open(arg) as f:
@@ -65,17 +67,17 @@ def configure(namespace, args):
             exec(compile(source, arg, 'exec'), file_names)
             for key, value in file_names.items():
                 if not key.startswith('_') and not isinstance(value, (types.ModuleType, types.FunctionType, type)):
-                    _override(config, key, value, arg)
+                    _override(config, defaults, key, value, arg)
     namespace.update(config)
     return config
 
 
-def _override(config, key, value, source):
+def _override(config, defaults, key, value, source):
     if key not in config:
         close = difflib.get_close_matches(key, config, n=1)
         hint = f"; did you mean {close[0]}?" if close else "; see --help for the keys"
         raise UserError(f"unknown config key '{key}' (in {source}){hint}")
-    default = config[key]
+    default = defaults[key]  # the script's, not an earlier override's: --top_p=0.9 --top_p=None is fine
     if default is not None:
         if isinstance(default, float) and type(value) is int:
             value = float(value)

@@ -274,7 +274,7 @@ def tokenize_file(path, args, pool, state, partial):
             token_is_val = np.repeat(is_val, lengths)
             for split, mask in (('train', ~token_is_val), ('val', token_is_val)):
                 split_ids = ids[mask]
-                split_ids.tofile(outputs[split])
+                outputs[split].write(split_ids.data)  # not tofile: its short writes carry no errno
                 state['tokens'][split] += len(split_ids)
             state['documents'] += len(lengths)
             state['val_documents'] += int(is_val.sum())

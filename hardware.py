@@ -38,7 +38,7 @@ def check_device(device):
 def native_bf16(capability, rocm=False):
     """Whether a CUDA GPU of compute capability (major, minor) computes bfloat16 natively: Ampere (8.0) and later,
     and every AMD GPU under ROCm. V100 (7.0) and T4 (7.5) only emulate it, far slower than float16. This is what
-    torch.cuda.is_bf16_supported(including_emulation=False) answers (torch >= 2.3), for any device, not just the
+    torch.cuda.is_bf16_supported(including_emulation=False) answers (torch >= 2.4), for any device, not just the
     current one; without the flag it also counts emulation."""
     return rocm or capability >= (8, 0)
 

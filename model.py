@@ -135,6 +135,11 @@ class Block(nn.Module):
         return x
 
 
+# openai checkpoints use a "Conv1D" module, but we only want to use a vanilla Linear
+# this means that we have to transpose these weights when we import them (and when export.py exports ours)
+CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
+
+
 @dataclass
 class GPTConfig:
     block_size: int = 1024
@@ -251,6 +256,8 @@ class GPT(nn.Module):
                              "nor a directory saved by transformers")
         from transformers import GPT2LMHeadModel
         print("loading weights from pretrained gpt: %s" % name_or_path)
+        if not os.path.isdir(name_or_path):
+            check_hub_reachable(name_or_path)
         model_hf = GPT2LMHeadModel.from_pretrained(name_or_path)
         hf = model_hf.config
 
@@ -260,6 +267,10 @@ class GPT(nn.Module):
                 or hf.scale_attn_by_inverse_layer_idx or not hf.scale_attn_weights:
             raise ValueError(f"{name_or_path}: only the GPT-2 architecture is supported (activation "
                              f"{hf.activation_function}, n_inner {hf.n_inner}, layer_norm_epsilon {hf.layer_norm_epsilon})")
+        if not hf.tie_word_embeddings:
+            # our lm_head is the token embedding; loading both would keep one of them and compute other logits
+            raise ValueError(f"{name_or_path}: only the GPT-2 architecture is supported, whose output layer is its "
+                             "token embedding (tie_word_embeddings=True); this model has its own lm_head")
         config_args = dict(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, block_size=hf.n_positions,
                            vocab_size=hf.vocab_size, bias=True, gelu_approximate=gelu)
         print(f"forcing vocab_size={hf.vocab_size}, block_size={hf.n_positions}, bias=True, gelu={gelu}")
@@ -268,14 +279,11 @@ class GPT(nn.Module):
             config_args['dropout'] = override_args['dropout']
         model = GPT(GPTConfig(**config_args))
 
-        # openai checkpoints use a "Conv1D" module, but we only want to use a vanilla Linear
-        # this means that we have to transpose these weights when we import them
-        transposed = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
         sd = {}
         for k, v in model_hf.state_dict().items():
             if k.endswith(('.attn.masked_bias', '.attn.bias')): # buffers (the causal mask), not parameters
                 continue
-            sd[k] = v.t() if k.endswith(transposed) else v
+            sd[k] = v.t() if k.endswith(CONV1D_WEIGHTS) else v
         sd.setdefault('lm_head.weight', sd['transformer.wte.weight']) # tied, so some versions save it once
         model.load_state_dict(sd) # strict: every parameter of ours comes from GPT-2, and nothing else does
         return model
@@ -361,13 +369,31 @@ class GPT(nn.Module):
             yield idx_next
 
 
+def check_hub_reachable(name):
+    """Raises an OSError saying how to work offline when GPT-2's weights named name are neither in the Hugging Face
+    cache nor downloadable. transformers would retry for half a minute and end in a long message; this asks once."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    if isinstance(try_to_load_from_cache(name, 'config.json'), str):
+        return
+    try:
+        get_hf_file_metadata(hf_hub_url(name, 'config.json'))
+    except Exception as e:  # no network, a proxy or firewall in the way, HF_HUB_OFFLINE=1
+        raise OSError(f"cannot download {name}'s weights from the Hugging Face Hub ({type(e).__name__}); offline, "
+                      f"run GPT2LMHeadModel.from_pretrained('{name}').save_pretrained('{name}') on a machine with "
+                      f"network, copy that directory here and pass its path as init_from, or copy that machine's "
+                      f"Hugging Face cache (~/.cache/huggingface, or $HF_HOME) here") from e
+
+
 def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, vocab_limit=None):
     """logits (b, vocab) -> token ids (b, 1)."""
     if vocab_limit is not None:
         logits = logits[:, :vocab_limit]
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
+    # in float32 whatever the model computed in, and from the largest logit down: a tiny temperature then sends
+    # the others to -inf, never the largest to inf (which would make every probability nan)
+    logits = logits.float()
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None:
         # scatter the k best into -inf rather than masking below the k-th value, which keeps extra tokens on ties
         values, indices = torch.topk(logits, min(top_k, logits.size(-1)))

@@ -1,5 +1,7 @@
-"""Text to token ids and back: a dataset's character vocabulary (its meta.pkl) or GPT-2's BPE."""
+"""Text to token ids and back: a dataset's character vocabulary (its meta.pkl), GPT-2's BPE, or a tokenizer saved
+by transformers (export.py saves each model's); and each of the first two saved for transformers."""
 
+import os
 import pickle
 
 from configurator import UserError
@@ -43,24 +45,94 @@ def gpt2_encoding():
                         f"or save {files}")
 
 
+EOT = '<|endoftext|>'  # GPT-2's one special token, which ends each document
+
+# the printable character that GPT-2's vocab.json and merges.txt, and transformers' byte-level tokenizers, write for
+# each byte: the byte itself where it is a printable Latin-1 character, else chr(256 + n) for the n-th of the others
+_PRINTABLE = [*range(ord('!'), ord('~') + 1), *range(ord('¡'), ord('¬') + 1), *range(ord('®'), ord('ÿ') + 1)]
+BYTE_CHAR = {**{b: chr(b) for b in _PRINTABLE},
+             **{b: chr(256 + n) for n, b in enumerate(b for b in range(256) if b not in _PRINTABLE)}}
+CHAR_BYTE = {c: b for b, c in BYTE_CHAR.items()}
+
+
+def gpt2_vocab_and_merges(bpe):
+    """GPT-2's vocab.json and merges.txt, rebuilt from tiktoken's encoding bpe (the same BPE, ranked by token id).
+    Each token from id 256 on is the merge of the two parts that BPE, with only the merges before it, splits it in."""
+    tokens = [bpe.decode_single_token_bytes(i) for i in range(bpe.eot_token)]  # <|endoftext|> is the last id
+    rank = {token: i for i, token in enumerate(tokens)}
+    merges = []
+    for i, token in enumerate(tokens[256:], start=256):
+        parts = [bytes([b]) for b in token]
+        while len(parts) > 2:
+            pairs = [(rank.get(a + b, i), k) for k, (a, b) in enumerate(zip(parts, parts[1:]))]
+            first, k = min(pairs)
+            assert first < i, f"GPT-2 token {i} is not a merge of earlier tokens"
+            parts[k:k + 2] = [parts[k] + parts[k + 1]]
+        merges.append(tuple(''.join(BYTE_CHAR[b] for b in part) for part in parts))
+    vocab = {''.join(BYTE_CHAR[b] for b in token): i for i, token in enumerate(tokens)}
+    vocab[EOT] = bpe.eot_token
+    return vocab, merges
+
+
+def has_saved_tokenizer(directory):
+    return any(os.path.exists(os.path.join(directory, f)) for f in ('tokenizer.json', 'tokenizer_config.json'))
+
+
+def model_tokenizer(vocab_size, checkpoint=None, directory=None):
+    """The tokenizer of a model of vocab_size tokens: for a checkpoint, the meta.pkl of its dataset, looked for
+    in data/<dataset>/ under the current directory as nanoGPT does; for a transformers directory, the tokenizer
+    saved in it; else GPT-2's BPE. Refuses a tokenizer with more tokens than the model."""
+    dataset = (checkpoint.get('config') or {}).get('dataset') if checkpoint else None
+    meta_path = os.path.join('data', dataset, 'meta.pkl') if dataset else None
+    if meta_path and os.path.exists(meta_path):
+        print(f"Loading meta from {meta_path}...")
+        tokenizer = Tokenizer(meta_path)
+    elif directory and has_saved_tokenizer(directory):
+        print(f"Loading the tokenizer saved in {directory}...")
+        tokenizer = Tokenizer(directory)
+    else:
+        print("No meta.pkl found, assuming GPT-2 encodings...")
+        tokenizer = Tokenizer()
+    if tokenizer.vocab_size > vocab_size:
+        hint = (f"; it was trained on {dataset}: run it in the directory that holds data/{dataset}/meta.pkl"
+                if dataset else "")
+        raise UserError(f"the model knows {vocab_size} tokens but {tokenizer.source} has {tokenizer.vocab_size}{hint}")
+    return tokenizer
+
+
 class Tokenizer:
     """encode(str) -> list of ids, decode(ids) -> str, and vocab_size. The character vocabulary of a meta.pkl
-    (as made by data/shakespeare_char/prepare.py) when given one, else GPT-2's BPE through tiktoken."""
+    (as made by data/shakespeare_char/prepare.py), the transformers tokenizer saved in a directory, or, given
+    neither, GPT-2's BPE through tiktoken."""
 
-    def __init__(self, meta_path=None):
-        if meta_path is not None:
-            meta = load_meta(meta_path)
-            self.stoi, self.itos = meta['stoi'], meta['itos']
-            self.vocab_size = meta['vocab_size']
-            self.source = meta_path
-        else:
+    def __init__(self, path=None):
+        self.bpe = self.hf = None
+        if path is None:
             self.bpe = gpt2_encoding()
             self.vocab_size = self.bpe.n_vocab
             self.source = "GPT-2 BPE"
+        elif os.path.isdir(path):
+            from tokenizers import decoders
+            from transformers import AutoTokenizer
+            self.hf = AutoTokenizer.from_pretrained(path)
+            backend = getattr(self.hf, 'backend_tokenizer', None)  # None for a tokenizer written in Python
+            self.byte_level = backend is not None and isinstance(backend.decoder, decoders.ByteLevel)
+            self.vocab_size = len(self.hf)
+            self.source = f"the tokenizer in {path}"
+        else:
+            meta = load_meta(path)
+            self.stoi, self.itos = meta['stoi'], meta['itos']
+            self.vocab_size = meta['vocab_size']
+            self.source = path
 
     def encode(self, text):
-        if hasattr(self, 'bpe'):
-            return self.bpe.encode(text, allowed_special={"<|endoftext|>"})
+        if self.bpe is not None:
+            return self.bpe.encode(text, allowed_special={EOT})
+        if self.hf is not None:
+            try:
+                return self.hf.encode(text)
+            except Exception as e:  # a character tokenizer meets a character it does not have
+                raise UserError(f"{self.source} cannot encode the text ({e}); use only characters of the training text")
         unknown = sorted(set(text) - self.stoi.keys())
         if unknown:
             raise UserError(f"characters not in the vocabulary of {self.source}: "
@@ -68,13 +140,40 @@ class Tokenizer:
         return [self.stoi[c] for c in text]
 
     def decode(self, ids):
-        if hasattr(self, 'bpe'):
+        if self.bpe is not None:
             return self.bpe.decode(ids)
+        if self.hf is not None:
+            return self.hf.decode(ids)
         return ''.join(self.itos[i] for i in ids)
 
     def token_bytes(self, id):
         """The UTF-8 bytes of one token, for printing tokens as they come: a BPE token may hold only part of
         a character, so join the bytes of consecutive tokens before decoding (codecs' incremental decoder)."""
-        if hasattr(self, 'bpe'):
+        if self.bpe is not None:
             return self.bpe.decode_single_token_bytes(id)
+        if self.hf is not None:
+            token = self.hf.convert_ids_to_tokens(id)
+            return bytes(CHAR_BYTE[c] for c in token) if self.byte_level else token.encode('utf-8')
         return self.itos[id].encode('utf-8')
+
+    def save_pretrained(self, directory, model_max_length):
+        """Writes this tokenizer to directory for transformers' AutoTokenizer, built with Hugging Face's tokenizers
+        to encode and decode exactly as this one does. model_max_length: the model's block_size."""
+        import tokenizers
+        from tokenizers import Regex, decoders, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+        assert self.hf is None, "a transformers tokenizer is saved by its own save_pretrained"
+        if self.bpe is not None:
+            vocab, merges = gpt2_vocab_and_merges(self.bpe)
+            backend = tokenizers.Tokenizer(models.BPE(vocab, merges))
+            backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False) # GPT-2's split into words
+            backend.decoder = decoders.ByteLevel()
+            special_tokens = dict(bos_token=EOT, eos_token=EOT, unk_token=EOT)
+        else:
+            backend = tokenizers.Tokenizer(models.WordLevel(self.stoi, unk_token=None))
+            backend.pre_tokenizer = pre_tokenizers.Split(Regex(r'[\s\S]'), behavior='isolated') # every character
+            backend.decoder = decoders.Fuse() # the characters joined as they are, no spaces between
+            special_tokens = {}
+        # clean_up_tokenization_spaces=False: decode would otherwise drop the space in " ." and " n't"
+        PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length,
+                                clean_up_tokenization_spaces=False, **special_tokens).save_pretrained(directory)

@@ -30,9 +30,9 @@ from contextlib import nullcontext
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 import hardware
+import parallel
 from provenance import device_name, git_commit
 from checkpoint import (CKPT, LAST, load_checkpoint, model_from_checkpoint, resume_path, rng_state, save_checkpoint,
                         set_rng_state)
@@ -81,6 +81,8 @@ lr_decay_iters = 600000 # should be ~= max_iters per Chinchilla
 min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
 # DDP settings
 backend = 'nccl' # 'nccl', 'gloo', etc.; runs off CUDA take gloo
+fsdp = False # shard weights, gradients and AdamW state over the processes (FSDP2) instead of copying them (DDP)
+dist_timeout = 600 # seconds a process waits on the others (a dead or stuck one) before it stops the run
 # system
 device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1' etc., or try 'mps' on macbooks
 dtype = None # 'float32', 'bfloat16', or 'float16' (with a GradScaler); None: the best for the device, see hardware.py
@@ -136,6 +138,10 @@ if init_from not in ('scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', '
 if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
+fsdp = fsdp and ddp # one process has nothing to shard over
+if fsdp and (eval_iters % ddp_world_size != 0 or hellaswag): # every FSDP forward pass needs all processes
+    raise UserError(f"fsdp=True needs the processes to run equally many evaluation batches: use an eval_iters that "
+                    f"is a multiple of {ddp_world_size} (not {eval_iters}), and --hellaswag=False")
 if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
 if wandb_log:
@@ -256,13 +262,14 @@ if ddp:
     if backend == 'nccl' and device_type != 'cuda':
         print(f"nccl needs CUDA devices; using the gloo backend for device={device}")
         backend = 'gloo'
-    if device_type == 'cuda':
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
+    parallel.init_process_group(backend, device, dist_timeout, out_dir)
 torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
 torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
-ctx = hardware.autocast(device, dtype)
-model.to(device)
+ctx = nullcontext() if fsdp else hardware.autocast(device, dtype) # FSDP has its MixedPrecisionPolicy instead
+if fsdp:
+    parallel.shard(model, device, dtype) # before the optimizer is made: it steps the shards
+else:
+    model.to(device)
 
 # initialize a GradScaler, for float16 on CUDA only. If enabled=False scaler is a no-op
 scaler = torch.amp.GradScaler('cuda', enabled=(dtype == 'float16' and device_type == 'cuda'))
@@ -273,7 +280,7 @@ if dtype == 'float16' and device_type != 'cuda':
 # optimizer
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    parallel.load_optimizer_state(model, optimizer, checkpoint['optimizer'])
     if checkpoint.get('scaler'):
         scaler.load_state_dict(checkpoint['scaler'])
 
@@ -284,9 +291,9 @@ if compile:
     model = torch.compile(model) # requires PyTorch 2.0
 eval_model = model # evaluation needs no DDP wrapper: there are no gradients to share
 
-# wrap model into DDP container
+# wrap model into DDP container (FSDP's sharded model needs none)
 if ddp:
-    model = DDP(model, device_ids=[ddp_local_rank] if device_type == 'cuda' else None)
+    model = parallel.wrap(model, device)
 
 if checkpoint is not None:
     rngs = checkpoint.get('rng')
@@ -342,17 +349,12 @@ def save(reason, name):
     if ddp:
         rngs = [None] * ddp_world_size
         dist.all_gather_object(rngs, rng_state(device))
-        # the processes apply the same averaged gradients, so their weights must be equal
-        params = torch.nn.utils.parameters_to_vector(raw_model.parameters()).detach()
-        low, high = params.clone(), params.clone()
-        dist.all_reduce(low, op=dist.ReduceOp.MIN)
-        dist.all_reduce(high, op=dist.ReduceOp.MAX)
-        if not torch.equal(low, high):
-            raise RuntimeError(f"the weights differ between the {ddp_world_size} processes at iter {iter_num}")
+        parallel.check_weights_identical(raw_model) # DDP: the processes applied the same averaged gradients
+    model_state, optimizer_state = parallel.full_state(raw_model, optimizer) # FSDP: gathered to rank 0's CPU
     if master_process:
         checkpoint = {
-            'model': raw_model.state_dict(),
-            'optimizer': optimizer.state_dict(),
+            'model': model_state,
+            'optimizer': optimizer_state,
             'model_args': model_args,
             'iter_num': iter_num,
             'best_val_loss': best_val_loss,
@@ -361,7 +363,7 @@ def save(reason, name):
             'rng': rngs,
             'provenance': provenance,
         }
-        same = f", weights identical on all {ddp_world_size} processes" if ddp else ""
+        same = f", weights identical on all {ddp_world_size} processes" if ddp and not fsdp else ""
         print(f"saving checkpoint to {os.path.join(out_dir, name)} ({reason}, iter {iter_num}{same})")
         save_checkpoint(checkpoint, os.path.join(out_dir, name))
         if name == CKPT and os.path.exists(os.path.join(out_dir, LAST)):
@@ -457,7 +459,7 @@ while True:
     for micro_step in range(gradient_accumulation_steps):
         last = micro_step == gradient_accumulation_steps - 1
         # gradients are averaged over the processes in the backward pass of the last micro step only
-        with model.no_sync() if ddp and not last else nullcontext():
+        with parallel.gradient_sync(model, last):
             with ctx:
                 logits, loss = model(X, Y)
                 loss = loss / gradient_accumulation_steps # scale the loss to account for gradient accumulation

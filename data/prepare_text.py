@@ -24,12 +24,14 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import deque
 from multiprocessing import Pool
 
 import numpy as np
-import tiktoken
 from tqdm import tqdm
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for corpus
+from corpus import disk_full_is_a_user_error, encode_in_order  # noqa: E402
+from tokenizer import gpt2_encoding  # noqa: E402
 
 CHUNK_BYTES = 4 * 2**20  # read files this many bytes at a time
 MAX_CHAR_VOCAB = 2**16  # ids 0..65535 fit in uint16
@@ -116,37 +118,25 @@ def encode_chars(pieces, chars):
         yield ids_of[codepoints(text)]
 
 
-def encode_gpt2_piece(piece):
-    text, is_last = piece
-    enc = tiktoken.get_encoding("gpt2")  # loaded once per process, then cached by tiktoken
-    ids = enc.encode_ordinary(text)  # encode_ordinary: '<|endoftext|>' in the text is just text
-    if is_last:
-        ids.append(enc.eot_token)  # 50256 ends each document
-    return np.array(ids, dtype=np.uint16)
-
-
 def encode_gpt2(pieces, num_proc):
-    """Yield the GPT-2 ids of each piece, in order, encoded by num_proc worker processes."""
+    """Yield the GPT-2 ids of each piece, in order, encoded by num_proc worker processes;
+    <|endoftext|> (50256) follows the last piece of each document."""
+    gpt2_encoding()  # without the BPE files, fail here in one line, before any worker starts
     with Pool(num_proc) as pool:
-        # Pool.imap would read the whole input ahead into its task queue; this keeps only
-        # two pieces per worker in flight, so memory stays bounded however slow the workers.
-        in_flight = deque()
-        for piece in pieces:
-            in_flight.append(pool.apply_async(encode_gpt2_piece, (piece,)))
-            if len(in_flight) >= 2 * num_proc:
-                yield in_flight.popleft().get()
-        while in_flight:
-            yield in_flight.popleft().get()
+        for ids, _ in encode_in_order(pool, (([text], [is_last]) for text, is_last in pieces), num_proc):
+            yield ids
 
 
 def write_tokens(ids_stream, path):
-    """Append every array of ids_stream to path; return how many tokens were written."""
+    """Append every array of ids_stream to path; return how many tokens were written (not 0: no text is an error)."""
     n = 0
     with open(path, 'wb') as f, tqdm(desc='encoding', unit='tok', unit_scale=True, disable=None) as bar:
         for ids in ids_stream:
-            ids.tofile(f)
+            f.write(ids.data)  # not tofile: its short writes on a full disk carry no errno
             n += len(ids)
             bar.update(len(ids))
+    if n == 0:
+        sys.exit("error: the input has no text")
     return n
 
 
@@ -175,8 +165,6 @@ def prepare(files, tokenizer, val_fraction, num_proc, work_dir):
         print(f"vocab size: {len(chars):,}")
     else:
         n = write_tokens(encode_gpt2(read_documents(files), num_proc), tokens_path)
-    if n == 0:
-        sys.exit("error: the input has no text")
     n_train = int(n * (1 - val_fraction))  # as nanoGPT's int(n*0.9) for val_fraction 0.1
     n_val = n - n_train
     if n_train == 0 or n_val == 0:
@@ -205,6 +193,9 @@ def main():
     if args.name in ('', '.', '..') or os.path.basename(args.name) != args.name:
         sys.exit(f"error: --name must be a plain folder name, got {args.name!r}")
     files = find_files(args.input)
+    if not files and os.path.isdir(args.input):
+        sys.exit(f"error: no .txt files in {args.input} (a directory stands for its *.txt, recursively); "
+                 f"for other files pass a quoted glob, e.g. --input '{os.path.join(args.input, '**', '*.md')}'")
     if not files:
         sys.exit(f"error: no files match --input {args.input}")
     out_dir = os.path.join(args.data_dir, args.name)
@@ -216,7 +207,8 @@ def main():
     work_dir = tempfile.mkdtemp(prefix=f'.{args.name}.', suffix='.tmp', dir=args.data_dir)
     try:
         t0 = time.time()
-        n_train, n_val = prepare(files, args.tokenizer, args.val_fraction, args.num_proc, work_dir)
+        with disk_full_is_a_user_error(args.data_dir, "free some space and run again"):
+            n_train, n_val = prepare(files, args.tokenizer, args.val_fraction, args.num_proc, work_dir)
         dt = time.time() - t0
         os.makedirs(out_dir, exist_ok=True)
         outputs = ['train.bin', 'val.bin'] + (['meta.pkl'] if args.tokenizer == 'char' else [])

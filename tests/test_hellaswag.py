@@ -200,7 +200,7 @@ def test_failed_download_says_where_to_put_the_file(tmp_path):
     proc = run_script("eval_hellaswag.py", "--device=cpu", cwd=tmp_path, env=NO_NETWORK, check=False, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr == ("error: cannot download https://raw.githubusercontent.com/rowanz/hellaswag/master/data/"
-                           "hellaswag_val.jsonl (Tunnel connection failed: 000 placeholder); download it yourself and "
+                           "hellaswag_val.jsonl ([Errno 111] Connection refused); download it yourself and "
                            "put it at data/hellaswag/hellaswag_val.jsonl, or point --hellaswag_file at a copy\n")
     assert os.listdir(tmp_path / "data" / "hellaswag") == []
 

@@ -1,5 +1,4 @@
-"""data/shakespeare_char, data/shakespeare and data/openwebtext prepare scripts, as nanoGPT's."""
-import importlib.util
+"""data/shakespeare_char and data/shakespeare prepare scripts, as nanoGPT's (openwebtext: test_web_data.py)."""
 import pickle
 import subprocess
 import sys
@@ -91,44 +90,3 @@ def test_download_failure_is_one_clear_line(tmp_path, dataset):
                              f"put the file at {tmp_path / 'input.txt'} or pass --input PATH\n")
     assert list(tmp_path.iterdir()) == []  # no input.txt, partial or whole
 
-
-# ---------------------------------------------------------------------------- openwebtext (its parts)
-
-@pytest.fixture(scope="module")
-def owt():
-    spec = importlib.util.spec_from_file_location("owt_prepare", REPO / "data" / "openwebtext" / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # the download and tokenizing run only under __main__
-    return module
-
-
-@pytest.fixture
-def documents():
-    from datasets import Dataset
-    texts = [f"Document {i}: " + "hello world, " * (i % 5) + "the end." for i in range(20)]
-    return Dataset.from_dict({"text": texts})
-
-
-def expected_ids(texts):
-    enc = tiktoken.get_encoding("gpt2")
-    return [t for text in texts for t in enc.encode_ordinary(text) + [50256]]
-
-
-def test_openwebtext_process_appends_endoftext(owt):
-    out = owt.process({"text": "Hello world <|endoftext|>"})
-    assert out["ids"] == tiktoken.get_encoding("gpt2").encode_ordinary("Hello world <|endoftext|>") + [50256]
-    assert out["len"] == len(out["ids"])
-
-
-def test_openwebtext_split_is_train_and_val(owt, documents):
-    split = owt.split_train_val(documents)
-    assert sorted(split) == ["train", "val"]
-    assert (len(split["train"]), len(split["val"])) == (19, 1)
-
-
-@pytest.mark.parametrize("total_batches", [1, 3, 1024])  # one shard, uneven shards, more shards than rows
-def test_openwebtext_write_split_concatenates_all_documents_in_order(owt, documents, tmp_path, total_batches):
-    tokenized = documents.map(owt.process, remove_columns=["text"])
-    owt.write_split(tokenized, str(tmp_path / "train.bin"), total_batches=total_batches)
-    assert tokens(tmp_path / "train.bin").tolist() == expected_ids(documents["text"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.bin"]

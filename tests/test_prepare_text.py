@@ -1,5 +1,6 @@
 """data/prepare_text.py: your own text (a file, a directory or a glob) to train.bin/val.bin (+ meta.pkl)."""
 import importlib.util
+import os
 import pickle
 import subprocess
 import sys
@@ -203,3 +204,52 @@ def test_a_failed_run_leaves_the_previous_outputs_intact(tmp_path, corpus):
     (corpus / "zz.txt").write_bytes(b"\xfe")
     assert_fails_cleanly(run(tmp_path, "--input", corpus, "--name", "mine"), tmp_path, "zz.txt is not valid UTF-8")
     assert {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()} == before
+
+
+def test_a_directory_without_txt_files_suggests_a_glob(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.md").write_text("markdown, not .txt")
+    result = run(tmp_path, "--input", tmp_path / "notes", "--name", "mine")
+    assert_fails_cleanly(result, tmp_path, f"no .txt files in {tmp_path / 'notes'} (a directory stands for its *.txt")
+    assert f"--input '{tmp_path / 'notes' / '**' / '*.md'}'" in result.stderr
+
+
+def test_an_empty_char_input_fails_before_printing_a_vocab_size(tmp_path):
+    (tmp_path / "empty.txt").write_bytes(b"")
+    result = run(tmp_path, "--input", tmp_path / "empty.txt", "--name", "mine")
+    assert_fails_cleanly(result, tmp_path, "the input has no text")
+    assert "vocab size" not in result.stdout
+
+
+def test_a_full_disk_fails_with_one_line_and_writes_nothing(tmp_path):
+    # RLIMIT_FSIZE makes the kernel refuse writes past 100 kB (EFBIG), as a full disk refuses them (ENOSPC)
+    import resource
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    result = subprocess.run([sys.executable, str(SCRIPT), "--data_dir", str(data_dir), "--input", SHAKESPEARE,
+                             "--name", "mine"], capture_output=True, text=True, timeout=120,
+                            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
+    assert_fails_cleanly(result, data_dir, f"cannot write to {data_dir}: File too large; free some space and run again")
+    assert not (data_dir / "mine").exists()
+
+
+# ---------------------------------------------------------------------------- offline, without tiktoken's cache
+
+@pytest.mark.parametrize("script, args", [
+    ("data/shakespeare/prepare.py", ["--input", SHAKESPEARE, "--out_dir", "{out}"]),
+    ("data/prepare_text.py", ["--input", SHAKESPEARE, "--name", "mine", "--tokenizer", "gpt2", "--data_dir", "{out}"]),
+    ("data/fineweb/prepare.py", ["--data_files", SHAKESPEARE, "--out_dir", "{out}"]),
+])
+def test_without_network_or_bpe_cache_gpt2_scripts_fail_in_one_line_and_write_nothing(tmp_path, script, args):
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "empty_cache").mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(TIKTOKEN_CACHE_DIR=str(tmp_path / "empty_cache"), HTTPS_PROXY="http://127.0.0.1:9",
+               HTTP_PROXY="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9")
+    result = subprocess.run([sys.executable, str(REPO / script), *[str(a).format(out=out) for a in args]],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot download GPT-2's BPE files"), result.stderr
+    assert [p.name for p in out.rglob("*")] == []

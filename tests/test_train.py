@@ -2,7 +2,6 @@
 learning-rate schedule, and each way a run can start (scratch, resume, a nanoGPT checkpoint, a GPT-2 directory)."""
 
 import json
-import math
 import re
 import shutil
 import struct
@@ -13,9 +12,10 @@ import pytest
 import tiktoken
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint
+from checkpoint import load_checkpoint, model_from_checkpoint, model_path
 from conftest import REPO, SHAKESPEARE, run_script
 from eval_hellaswag import evaluate_hellaswag, load_examples
+from model import GPT, GPTConfig
 
 # a model that trains in milliseconds per iteration; tests add what they need (later --key=value wins)
 TINY = ['--dataset=shakespeare_char', '--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
@@ -66,12 +66,6 @@ def test_run_from_scratch_writes_checkpoint_of_last_iteration(scratch):
                                             vocab_size=65, dropout=0.0)
 
 
-def test_checkpoint_holds_uncompiled_weights_and_loads_weights_only(scratch):
-    out_dir, _ = scratch
-    raw = torch.load(out_dir / 'ckpt.pt', weights_only=True)
-    assert not any(k.startswith('_orig_mod.') for k in raw['model'])
-
-
 def test_loss_falls(scratch):
     out_dir, _ = scratch
     records = read_log(out_dir)
@@ -115,24 +109,24 @@ def test_provenance_in_log_and_checkpoint(scratch):
         assert provenance['git_commit'].removesuffix('-dirty') == head.stdout.strip()
 
 
+# learning_rate 1e-2, min_lr 1e-3, warmup_iters 3, lr_decay_iters 9, worked out by hand
 def test_lr_warms_up_linearly_from_above_zero(scratch):
     out_dir, _ = scratch
     lrs = [r['lr'] for r in read_log(out_dir) if 'lr' in r]
-    assert lrs[:3] == [1e-2 * 1 / 4, 1e-2 * 2 / 4, 1e-2 * 3 / 4]
+    assert lrs[:3] == pytest.approx([0.0025, 0.005, 0.0075], abs=1e-15)  # 1e-2 * (it + 1) / 4
 
 
 def test_lr_decays_by_cosine_to_min_lr(scratch):
     out_dir, _ = scratch
     lrs = [r['lr'] for r in read_log(out_dir) if 'lr' in r]
-    expected = [1e-3 + 0.5 * (1 + math.cos(math.pi * (it - 3) / 6)) * (1e-2 - 1e-3) for it in range(3, 9)]
-    assert lrs[3:9] == expected
-    assert lrs[3] == pytest.approx(1e-2) and all(a > b for a, b in zip(lrs[3:10], lrs[4:10]))
+    # 1e-3 + 9e-3 * (1 + cos(pi * k / 6)) / 2 for k = 0..5: cos is 1, 0.8660254, 0.5, 0, -0.5, -0.8660254
+    assert lrs[3:9] == pytest.approx([0.01, 0.0093971143170, 0.00775, 0.0055, 0.00325, 0.0016028856830], abs=1e-13)
 
 
 def test_lr_stays_at_min_lr_after_decay(scratch):
     out_dir, _ = scratch
     lrs = [r['lr'] for r in read_log(out_dir) if 'lr' in r]
-    assert lrs[9:] == [1e-3] * 3
+    assert lrs[9:] == [0.001] * 3
 
 
 # -----------------------------------------------------------------------------
@@ -172,11 +166,58 @@ def test_best_val_loss_is_never_overwritten_by_a_worse_one(char_data_root, tmp_p
     assert checkpoint['best_val_loss'] == val[0]
 
 
-def test_checkpoint_at_end_of_training_even_when_val_got_worse(char_data_root, tmp_path):
-    proc = train(char_data_root, tmp_path, '--learning_rate=1.0', '--decay_lr=False', '--max_iters=3',
-                 '--eval_interval=100', '--always_save_checkpoint=False')
-    assert "end of training, iter 3" in proc.stdout
-    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == 3
+def test_without_always_save_ckpt_keeps_the_best_model_and_last_the_newest_state(char_data_root, scratch, tmp_path):
+    shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)  # ckpt.pt of iter 12, the best so far
+    best = load_checkpoint(tmp_path / 'ckpt.pt')
+    # a learning rate of 1 makes every step worse: the eval at iter 14 does not improve
+    proc = train(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1.0', '--decay_lr=False',
+                 '--max_iters=14', '--eval_interval=2', '--always_save_checkpoint=False')
+    assert f"saving checkpoint to {tmp_path / 'last.pt'} (end of training, iter 14)" in proc.stdout
+    ckpt, last = load_checkpoint(tmp_path / 'ckpt.pt'), load_checkpoint(tmp_path / 'last.pt')
+    assert ckpt['iter_num'] == 12 and all(torch.equal(ckpt['model'][k], best['model'][k]) for k in best['model'])
+    assert last['iter_num'] == 14 and last['best_val_loss'] == ckpt['best_val_loss']
+    assert model_path(tmp_path) == str(tmp_path / 'ckpt.pt')  # sample.py samples the best model
+    # resuming goes on from the newest state, and once an eval improves, ckpt.pt is the newest again
+    train(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1e-2', '--max_iters=20',
+          '--eval_interval=100', '--always_save_checkpoint=False', '--warmup_iters=0', '--lr_decay_iters=20')
+    assert [r['iter'] for r in read_log(tmp_path) if 'loss' in r][-6:] == [14, 15, 16, 17, 18, 19]
+    if eval_losses(read_log(tmp_path))[20][1] < ckpt['best_val_loss']:
+        assert not (tmp_path / 'last.pt').exists() and load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == 20
+    else:
+        assert load_checkpoint(tmp_path / 'last.pt')['iter_num'] == 20
+
+
+def test_checkpoint_interval_saves_between_evals(char_data_root, tmp_path):
+    proc = train(char_data_root, tmp_path, '--max_iters=7', '--eval_interval=100', '--checkpoint_interval=3')
+    saves = re.findall(r"^saving checkpoint to .*/(\S+) \((.*), iter (\d+)\)$", proc.stdout, re.M)
+    assert saves == [('ckpt.pt', 'checkpoint_interval', '3'), ('ckpt.pt', 'checkpoint_interval', '6'),
+                     ('ckpt.pt', 'val loss improved', '7')]
+
+
+def test_resume_keeps_the_checkpoints_model_shape_and_records_it(char_data_root, scratch, tmp_path):
+    shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
+    proc = train(char_data_root, tmp_path, '--init_from=resume', '--max_iters=13', '--n_layer=3', '--block_size=16')
+    assert "a resumed run keeps its model's shape: n_layer=2 (not 3), block_size=32 (not 16)" in proc.stdout
+    checkpoint = load_checkpoint(tmp_path / 'ckpt.pt')
+    assert checkpoint['iter_num'] == 13
+    assert checkpoint['config']['n_layer'] == 2 and checkpoint['config']['block_size'] == 32
+    assert [r for r in read_log(tmp_path) if 'provenance' in r][-1]['provenance']['config']['n_layer'] == 2
+
+
+def test_a_new_run_appends_to_the_log_of_its_out_dir(char_data_root, scratch, tmp_path):
+    shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
+    before = (tmp_path / 'log.jsonl').read_text()
+    train(char_data_root, tmp_path, '--eval_only=True')
+    train(char_data_root, tmp_path, '--max_iters=1')
+    records = read_log(tmp_path)
+    assert (tmp_path / 'log.jsonl').read_text().startswith(before)
+    assert len([r for r in records if 'provenance' in r]) == 3
+
+
+def test_compile_defaults_to_off_on_cpu(char_data_root, tmp_path):
+    proc = train(char_data_root, tmp_path, '--max_iters=1', '--compile=None')
+    assert "compiling the model" not in proc.stdout
+    assert read_log(tmp_path)[0]['provenance']['config']['compile'] is None
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(char_data_root, scratch, tmp_path):
@@ -193,12 +234,13 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(char_data_root, sc
     assert (tmp_path / 'ckpt.pt').read_bytes() == before
 
 
-def test_compiled_model_trains_and_saves_plain_weights(char_data_root, scratch, tmp_path):
-    train(char_data_root, tmp_path, *SCRATCH_ARGS, '--max_iters=2', '--compile=True')
+def test_compiled_model_trains_and_saves_plain_weights_that_load_weights_only(char_data_root, scratch, tmp_path):
+    proc = train(char_data_root, tmp_path, *SCRATCH_ARGS, '--max_iters=2', '--compile=True')
+    assert "compiling the model" in proc.stdout
     eager, compiled = iter_losses(read_log(scratch[0])), iter_losses(read_log(tmp_path))
     assert compiled[0] == pytest.approx(eager[0], abs=1e-4) and compiled[1] == pytest.approx(eager[1], abs=1e-4)
-    raw = torch.load(tmp_path / 'ckpt.pt', weights_only=True)
-    assert not any(k.startswith('_orig_mod.') for k in raw['model'])
+    raw = torch.load(tmp_path / 'ckpt.pt', weights_only=True)  # not checkpoint.load_checkpoint, which strips prefixes
+    assert raw['model'].keys() == GPT(GPTConfig(**raw['model_args'])).state_dict().keys()
 
 
 def test_bfloat16_autocast_on_cpu(char_data_root, scratch, tmp_path):

@@ -33,3 +33,23 @@ def test_rows_of_a_global_batch_do_not_depend_on_how_it_is_split(char_data_root)
     whole, _ = get_batch(data_dir, 'train', 8, 16, 1337, 5)
     parts = [get_batch(data_dir, 'train', 2, 16, 1337, 5, first_row=row)[0] for row in (0, 2, 4, 6)]
     assert torch.equal(torch.cat(parts), whole)
+
+
+def test_windows_past_2_to_the_31_tokens_of_a_sparse_4_gib_file_are_read(tmp_path):
+    # a 10B-token train.bin is 20 GB: offsets pass 2**31 (and int32); only the windows are read, not the file
+    from dataloader import batch_offsets
+    num_tokens, block_size = 2**31 + 2**30, 8
+    path = tmp_path / 'train.bin'
+    with open(path, 'wb') as f:
+        f.truncate(2 * num_tokens)  # 6 GiB that take no disk: reads give zeros except where written below
+        offsets = batch_offsets(num_tokens, 4, block_size, 1337, 'train', 3)
+        expected = []
+        for row, offset in enumerate(offsets):
+            window = np.arange(block_size + 1, dtype=np.uint16) + 100 * (row + 1)
+            f.seek(2 * int(offset))
+            f.write(window.tobytes())
+            expected.append(window.astype(np.int64))
+    assert (offsets > 2**31).sum() >= 2  # this seed puts half the rows past 2**31
+    x, y = get_batch(tmp_path, 'train', 4, block_size, 1337, 3)
+    expected = torch.from_numpy(np.stack(expected))
+    assert torch.equal(x, expected[:, :-1]) and torch.equal(y, expected[:, 1:])

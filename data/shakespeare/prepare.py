@@ -10,20 +10,20 @@ import os
 import sys
 
 import numpy as np
-import tiktoken
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for fileio, whatever the cwd
 from fileio import tiny_shakespeare, write_atomically  # noqa: E402
+from tokenizer import gpt2_encoding  # noqa: E402
 
 # the tiny shakespeare dataset: downloaded when absent
 data, out_dir = tiny_shakespeare(__doc__, here)
+enc = gpt2_encoding()  # before any output: offline without tiktoken's cache, one line says what to do
 n = len(data)
 train_data = data[:int(n*0.9)]
 val_data = data[int(n*0.9):]
 
 # encode with tiktoken gpt2 bpe
-enc = tiktoken.get_encoding("gpt2")
 train_ids = enc.encode_ordinary(train_data)
 val_ids = enc.encode_ordinary(val_data)
 print(f"train has {len(train_ids):,} tokens")

@@ -1,0 +1,176 @@
+"""
+Export a trained model as a transformers GPT2LMHeadModel directory, the form in which models are shared:
+model.safetensors, config.json, a tokenizer that AutoTokenizer loads, and a model card (README.md).
+$ python export.py --out_dir=out-shakespeare-char              # writes out-shakespeare-char/hf
+$ python export.py --out_dir=out --hf_dir=my-gpt --push_to_hub=your-name/my-gpt
+It exports the model that sample.py samples (out_dir/ckpt.pt), with the tokenizer that sample.py uses: the meta.pkl
+of the checkpoint's dataset, found under data/ in the current directory as nanoGPT looks for it, else GPT-2's BPE.
+The directory is written beside hf_dir and takes its place only once transformers, reading it back, computes the
+same logits as our model.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import torch
+
+from checkpoint import load_checkpoint, model_from_checkpoint, model_path
+from configurator import UserError, configure
+from model import CONV1D_WEIGHTS
+from tokenizer import model_tokenizer
+
+# -----------------------------------------------------------------------------
+out_dir = 'out' # the training run whose model to export
+hf_dir = None # the directory to write; None: <out_dir>/hf
+push_to_hub = None # e.g. 'your-name/my-gpt': also upload the export to this Hub repository (needs network, a login)
+configure(globals(), sys.argv[1:])
+# -----------------------------------------------------------------------------
+
+hf_dir = str(hf_dir) if hf_dir is not None else os.path.join(out_dir, 'hf')
+if os.path.exists(hf_dir) and not os.path.exists(os.path.join(hf_dir, 'model.safetensors')):
+    raise UserError(f"{hf_dir} exists and is not an earlier export (it has no model.safetensors); "
+                    f"pass another --hf_dir, or remove it")
+if push_to_hub is not None:
+    from huggingface_hub import get_token
+    if get_token() is None:
+        raise UserError(f"push_to_hub={push_to_hub!r} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
+
+ckpt_path = model_path(out_dir)
+checkpoint = load_checkpoint(ckpt_path)
+tokenizer = model_tokenizer(checkpoint['model_args']['vocab_size'], checkpoint=checkpoint)
+model = model_from_checkpoint(checkpoint, ckpt_path).eval()
+config = checkpoint.get('config') or {}
+
+
+def transformers_model(model, tokenizer):
+    """A GPT2LMHeadModel that computes what model does. Its Conv1D weights are the transposes of our Linears', a
+    model trained with bias=False gets zero biases, and transformers never generates the ids past the tokenizer's
+    (the 50304 - 50257 that pad GPT-2's vocabulary, which sample.py never samples either)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    c = model.config
+    eot = tokenizer.bpe.eot_token if tokenizer.bpe is not None else None # characters have no end-of-text token
+    hf = GPT2LMHeadModel(GPT2Config(
+        vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd, n_layer=c.n_layer, n_head=c.n_head,
+        activation_function='gelu_new' if c.gelu_approximate == 'tanh' else 'gelu', layer_norm_epsilon=1e-5,
+        resid_pdrop=c.dropout, embd_pdrop=c.dropout, attn_pdrop=c.dropout, bos_token_id=eot, eos_token_id=eot,
+        tie_word_embeddings=True))
+    ours = model.state_dict()
+    weights = {}
+    for name, tensor in hf.state_dict().items():
+        if name in ours:
+            weights[name] = ours[name].t() if name.endswith(CONV1D_WEIGHTS) else ours[name]
+        else:
+            assert name.endswith('bias') and not c.bias, f"no weights of ours for transformers' {name}"
+            weights[name] = torch.zeros_like(tensor)
+    hf.load_state_dict(weights)
+    hf.generation_config.suppress_tokens = list(range(tokenizer.vocab_size, c.vocab_size)) or None
+    return hf
+
+
+def model_card(repo):
+    """README.md: what the model is, how to use it, how it was trained, and what ran it."""
+    c = model.config
+    best_val_loss = float(checkpoint.get('best_val_loss', 1e9))
+    provenance = {k: v for k, v in (checkpoint.get('provenance') or {}).items() if k != 'config'}
+    vocab = (f"{tokenizer.vocab_size} characters (`{tokenizer.source}`)" if tokenizer.bpe is None else
+             f"GPT-2's BPE, {tokenizer.vocab_size} tokens" + (f", padded to {c.vocab_size} (transformers never "
+             "generates the padding ids: `suppress_tokens` in generation_config.json)"
+             if c.vocab_size > tokenizer.vocab_size else ""))
+    prompt = "ROMEO:" if tokenizer.bpe is None else "Hello, I am"
+    return f"""---
+library_name: transformers
+pipeline_tag: text-generation
+tags:
+- nanogpt
+- gpt2
+---
+
+# {os.path.basename(os.path.abspath(repo))}
+
+A GPT trained with a nanoGPT-style `train.py` and exported by its `export.py` to transformers' `GPT2LMHeadModel`.
+
+| | |
+| - | - |
+| parameters | {model.get_num_params() / 1e6:.2f}M |
+| layers, heads, embedding width | {c.n_layer}, {c.n_head}, {c.n_embd} |
+| context (block_size) | {c.block_size} |
+| vocabulary | {vocab} |
+| GELU | {'tanh approximation (`gelu_new`)' if c.gelu_approximate == 'tanh' else 'exact (`gelu`)'} |
+| biases | {'yes' if c.bias else 'none in training (bias=False); exported as zeros, which give the same logits'} |
+| dataset | {config.get('dataset', 'not recorded')} |
+| iterations | {checkpoint.get('iter_num', 'not recorded')} |
+| best val loss | {f'{best_val_loss:.4f}' if best_val_loss < 1e9 else 'not measured'} |
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained("{repo}")
+model = AutoModelForCausalLM.from_pretrained("{repo}")
+ids = tokenizer({prompt!r}, return_tensors="pt").input_ids
+print(tokenizer.decode(model.generate(ids, max_new_tokens=100, do_sample=True, top_k=200)[0]))
+```
+
+or, with the code that trained it: `python sample.py --init_from={repo}` (a local directory).
+
+## Training configuration
+
+```json
+{json.dumps(config, indent=2, default=str)}
+```
+
+## Provenance
+
+```json
+{json.dumps(provenance, indent=2, default=str) if provenance else '"not recorded in the checkpoint"'}
+```
+"""
+
+
+# build everything beside hf_dir, so that a failure at any point leaves hf_dir as it was
+tmp_dir = f"{hf_dir.rstrip(os.sep)}.tmp.{os.getpid()}"
+shutil.rmtree(tmp_dir, ignore_errors=True)
+os.makedirs(tmp_dir)
+try:
+    from transformers import GPT2LMHeadModel
+    from transformers.utils.logging import disable_progress_bar
+    disable_progress_bar() # the bars of loading and saving a few files would bury what export.py says
+    transformers_model(model, tokenizer).save_pretrained(tmp_dir) # model.safetensors, config.json
+    tokenizer.save_pretrained(tmp_dir, model_max_length=model.config.block_size)
+    with open(os.path.join(tmp_dir, 'README.md'), 'w', encoding='utf-8') as f:
+        f.write(model_card(push_to_hub or hf_dir))
+
+    # what was written, read back by transformers, must compute our logits: at every position of a full block
+    idx = torch.randint(tokenizer.vocab_size, (1, model.config.block_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = model(idx, targets=idx)[0]
+        theirs = GPT2LMHeadModel.from_pretrained(tmp_dir).eval()(idx).logits
+    difference = (ours - theirs).abs().max().item()
+    if difference > 1e-4 * max(1.0, ours.abs().max().item()):
+        raise RuntimeError(f"transformers computes other logits from the export than we do (by up to {difference})")
+
+    for name in os.listdir(tmp_dir): # on disk before the rename, so that a power cut cannot leave a torn file
+        with open(os.path.join(tmp_dir, name), 'rb') as f:
+            os.fsync(f.fileno())
+    if os.path.exists(hf_dir): # an earlier export (checked above): replaced, and removed only once it is
+        os.rename(hf_dir, f"{tmp_dir}.old")
+    os.rename(tmp_dir, hf_dir)
+    shutil.rmtree(f"{tmp_dir}.old", ignore_errors=True)
+finally:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+print(f"exported {ckpt_path} to {hf_dir} ({', '.join(sorted(os.listdir(hf_dir)))}); "
+      f"transformers' logits agree with ours to {difference:.1e}")
+
+if push_to_hub is not None:
+    from huggingface_hub import HfApi
+    try:
+        api = HfApi()
+        api.create_repo(push_to_hub, exist_ok=True)
+        url = api.upload_folder(repo_id=push_to_hub, folder_path=hf_dir, commit_message=f"export of {ckpt_path}")
+    except Exception as e: # no network, a bad token, a name that is not yours
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"the export is in {hf_dir}, but pushing it to the Hub repository {push_to_hub} failed "
+                        f"({reason}); try again with network and a valid login: hf upload {push_to_hub} {hf_dir}")
+    print(f"pushed to {url}")

@@ -1,0 +1,25 @@
+"""A torchrun worker for test_ddp.py: two processes whose weights differ in one element of one tensor, by the
+smallest step a float32 can take, ask parallel.check_weights_identical whether they agree."""
+
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, sys.argv[1]) # the repo
+import parallel
+from model import GPT, GPTConfig
+
+dist.init_process_group('gloo')
+torch.manual_seed(0) # the same weights in both processes
+model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=65, bias=False, dropout=0.0))
+if dist.get_rank() == 1:
+    with torch.no_grad():
+        weight = model.transformer.h[1].mlp.c_fc.weight
+        weight[3, 5] = torch.nextafter(weight[3, 5], torch.tensor(1.0))
+try:
+    parallel.check_weights_identical(model)
+    print(f"rank {dist.get_rank()}: identical")
+except RuntimeError as e:
+    print(f"rank {dist.get_rank()}: {e}")
+dist.destroy_process_group()

@@ -246,6 +246,13 @@ if hellaswag and model_args['vocab_size'] < 50257:
 if hellaswag:
     hellaswag_examples = load_examples(hellaswag_file)
 
+if wandb_log and master_process: # before out_dir is made: it fails without an API key or network
+    try:
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+    except wandb.errors.Error as e:
+        raise UserError(f"wandb cannot start ({str(e).splitlines()[0]}); without network or login run with "
+                        f"WANDB_MODE=offline (and wandb sync later), or --wandb_log=False")
+
 # the config is fine: from here on files get written
 if master_process:
     try:
@@ -371,12 +378,6 @@ def save(reason, name):
 
 # logging: log.jsonl holds the history of every run in out_dir (never truncated), wandb if asked for
 if master_process:
-    if wandb_log:
-        try:
-            wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-        except wandb.errors.Error as e: # no API key, or no network
-            raise UserError(f"wandb cannot start ({str(e).splitlines()[0]}); without network or login run with "
-                            f"WANDB_MODE=offline (and wandb sync later), or --wandb_log=False")
     log_file = open(os.path.join(out_dir, 'log.jsonl'), 'a', buffering=1)
     log_file.write(json.dumps({'provenance': provenance}) + '\n')
     if restart_count:

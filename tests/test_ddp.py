@@ -2,6 +2,7 @@
 with the same global batch, and a graceful stop of all processes together."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,10 +108,10 @@ def children(pid):
     return ranks
 
 
-def start_and_wait_for_iter(cwd, out_dir, iteration, timeout=120):
+def start_and_wait_for_iter(cwd, out_dir, iteration, *args, timeout=120):
     """Starts a long torchrun training; returns it once log.jsonl has reached the given iteration."""
     proc = subprocess.Popen(torchrun_command(out_dir, '--gradient_accumulation_steps=2', '--max_iters=100000',
-                                                     '--eval_interval=1000'), cwd=cwd,
+                                                     '--eval_interval=1000', *args), cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
@@ -142,3 +143,27 @@ def test_sigterm_to_torchrun_stops_all_with_a_checkpoint(char_data_root, tmp_pat
     assert f"saving checkpoint to {tmp_path} (stopped by SIGTERM, iter {last + 1}" in stdout
     assert f"stopped at iter {last + 1}; to go on" in stdout
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == last + 1
+
+
+# -----------------------------------------------------------------------------
+# a process that stops answering
+
+@pytest.mark.parametrize('fsdp', [False, True])
+def test_a_stuck_process_stops_the_others_after_dist_timeout(fsdp, char_data_root, tmp_path):
+    proc = start_and_wait_for_iter(char_data_root, tmp_path, 3, '--dist_timeout=4', f'--fsdp={fsdp}')
+    ranks = children(proc.pid)
+    os.kill(ranks[1], signal.SIGSTOP)  # alive but silent, as a process stuck in a driver or on a dead node
+    stopped_at = time.time()
+    try:
+        while Path(f'/proc/{ranks[0]}').exists() and time.time() < stopped_at + 60:
+            time.sleep(0.05)
+        waited = time.time() - stopped_at
+    finally:
+        os.kill(ranks[1], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert 4 <= waited < 15  # the timeout, and the rest of the iteration it was in
+    assert proc.returncode != 0
+    assert re.search(r"^error: process 0 of 2: another process died or did not answer within dist_timeout=4 s "
+                     r"\(.*[Tt]imed out.*\); the last checkpoint in " + re.escape(str(tmp_path)) + " is kept: go on "
+                     r"with --init_from=resume, or start torchrun with --max-restarts=N to restart by itself$",
+                     stderr, re.M), stderr[-3000:]

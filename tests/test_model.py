@@ -272,3 +272,29 @@ def test_vocab_limit_never_samples_padding_ids():
     logits = torch.tensor([[0.0, 0.0, 5.0, 5.0]])  # the padding ids 2 and 3 are the most likely
     assert draws(logits, vocab_limit=2) == {0, 1}
     assert draws(logits, vocab_limit=2, temperature=0) == {0}
+
+
+def test_sampling_at_a_tiny_temperature_in_float16_picks_the_most_likely_token():
+    # 3.0 / 1e-6 overflows float16 (max 65504): the arithmetic must happen in float32
+    logits = torch.tensor([[1.0, 3.0, 2.0]], dtype=torch.float16)
+    assert draws(logits, n=100, temperature=1e-6) == {1}
+    assert draws(logits, n=100, temperature=1e-6, top_k=2, top_p=0.9) == {1}
+
+
+def test_sampling_at_the_smallest_float32_temperature_picks_the_most_likely_token():
+    # even float32 overflows at 1e-45 (about its smallest number): dividing from the largest logit down keeps it 0
+    logits = torch.tensor([[1.0, 3.0, 2.0]])
+    assert draws(logits, n=100, temperature=1e-45) == {1}
+
+
+def test_untied_output_weights_are_refused(tmp_path):
+    # our lm_head is the token embedding; a model with its own would load one of the two and compute wrong logits
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=101, n_positions=32, n_embd=32, n_layer=1, n_head=4,
+                                    tie_word_embeddings=False))
+    perturb(hf)
+    assert not torch.equal(hf.lm_head.weight, hf.transformer.wte.weight)
+    hf.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"tie_word_embeddings=True\); this model has its own lm_head"):
+        GPT.from_pretrained(str(tmp_path))

@@ -1,7 +1,6 @@
 """A run that is killed, or stopped, and resumed with --init_from=resume is the run that was never interrupted:
 the same losses at every iteration and the same final weights, bit for bit; checkpoints survive a kill at any time."""
 
-import random
 import signal
 import subprocess
 import sys
@@ -43,13 +42,13 @@ def test_kill9_then_resume_gives_bit_identical_losses_and_weights(char_data_root
     train(char_data_root, tmp_path / 'whole', *ARGS)
 
     out_dir = tmp_path / 'killed'
-    kill_at = random.Random().randint(5, 20)  # after the first checkpoint, at iter 4
-    print(f"killing at iter {kill_at}")
     proc = start(char_data_root, out_dir, *ARGS)
-    wait_for(proc, lambda: (out_dir / 'ckpt.pt').exists() and max(logged_iters(out_dir), default=0) >= kill_at)
+    # after iter 13, past the checkpoint of iter 12: iterations from there on are done again
+    wait_for(proc, lambda: max(logged_iters(out_dir), default=0) >= 13)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    assert max(logged_iters(out_dir)) < 23  # it did not finish
+    assert 13 <= max(logged_iters(out_dir)) < 23  # it did not finish
+    assert load_checkpoint(out_dir / 'ckpt.pt')['iter_num'] in (12, 16, 20)
     train(char_data_root, out_dir, *ARGS, '--init_from=resume')
 
     whole, resumed = read_log(tmp_path / 'whole'), read_log(out_dir)
@@ -70,14 +69,18 @@ def test_kill_during_checkpoint_write_leaves_a_loadable_checkpoint(char_data_roo
     args = ['--n_layer=4', '--n_head=4', '--n_embd=512', '--block_size=8', '--batch_size=1', '--eval_interval=1',
             '--always_save_checkpoint=True', '--max_iters=20']
     proc = start(char_data_root, tmp_path, *args)
-    wait_for(proc, lambda: (tmp_path / 'ckpt.pt').exists() and list(tmp_path.glob('ckpt.pt.tmp.*')))
-    time.sleep(random.Random().uniform(0, 0.2))  # somewhere in the write, or just after it
+    while True:  # freeze the run while it writes a checkpoint over an earlier one, then kill it
+        wait_for(proc, lambda: (tmp_path / 'ckpt.pt').exists() and list(tmp_path.glob('ckpt.pt.tmp.*')))
+        proc.send_signal(signal.SIGSTOP)
+        if list(tmp_path.glob('ckpt.pt.tmp.*')):  # still there: the write is unfinished (it ends with a rename)
+            break
+        proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    iter_num = load_checkpoint(tmp_path / 'ckpt.pt')['iter_num']
-    assert iter_num in (1, 2)  # the old checkpoint, or the new one: whole either way
-
     left = list(tmp_path.glob('ckpt.pt.tmp.*'))
+    assert len(left) == 1
+    iter_num = load_checkpoint(tmp_path / 'ckpt.pt')['iter_num']  # the earlier checkpoint, whole
+
     proc = train(char_data_root, tmp_path, *args, '--init_from=resume', f'--max_iters={iter_num + 1}')
     assert all(f"removing {path}, an unfinished checkpoint" in proc.stdout for path in left)
     assert not list(tmp_path.glob('ckpt.pt.tmp.*'))
@@ -96,3 +99,19 @@ def test_signal_stops_with_checkpoint_and_exit_0(sig, char_data_root, tmp_path):
     assert f"stopped at iter {stop}; to go on: python train.py {' '.join(TINY)} --out_dir={tmp_path} " \
            f"--max_iters=100000 --eval_interval=1000 --init_from=resume" in stdout
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == stop
+
+
+@pytest.mark.slow
+def test_second_sigint_stops_at_once_without_a_checkpoint(char_data_root, tmp_path):
+    # evals of 2000 batches take seconds: a first SIGINT waits for the eval to end, a second does not
+    proc = start(char_data_root, tmp_path, '--max_iters=100', '--eval_interval=3', '--eval_iters=2000')
+    wait_for(proc, lambda: 5 in logged_iters(tmp_path))  # the eval of iter 6 is under way
+    checkpoint = (tmp_path / 'ckpt.pt').read_bytes()  # of iter 3
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "SIGINT again: stopping now, without a checkpoint" in stdout
+    assert 6 not in eval_losses(read_log(tmp_path))  # the eval did not finish
+    assert (tmp_path / 'ckpt.pt').read_bytes() == checkpoint

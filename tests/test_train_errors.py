@@ -24,12 +24,14 @@ def workspace(char_data_root, tmp_path_factory):
     (ws / 'data').mkdir()
     (ws / 'data' / 'shakespeare_char').symlink_to(char_data_root / 'data' / 'shakespeare_char')
     for name, files in {'noval': ['train.bin'], 'tiny': ['train.bin', 'val.bin'],
-                        'badmeta': ['train.bin', 'val.bin']}.items():
+                        'badmeta': ['train.bin', 'val.bin'], 'bigvocab': ['train.bin', 'val.bin']}.items():
         (ws / 'data' / name).mkdir()
         for file in files:
             np.arange(10 if name == 'tiny' else 1000, dtype=np.uint16).tofile(ws / 'data' / name / file)
     with open(ws / 'data' / 'badmeta' / 'meta.pkl', 'wb') as f:
         pickle.dump({'vocab_size': 65, 'evil': NotPlainData()}, f)
+    with open(ws / 'data' / 'bigvocab' / 'meta.pkl', 'wb') as f:
+        pickle.dump({'vocab_size': 1000}, f)
 
     run_script('train.py', *TINY, '--out_dir=run', '--max_iters=2', '--eval_interval=2', cwd=ws)
     good = (ws / 'run' / 'ckpt.pt').read_bytes()
@@ -84,9 +86,9 @@ ERRORS = {
     'unsafe_meta': (['--dataset=badmeta'],
                     "cannot read data/badmeta/meta.pkl: it holds a test_train_errors.NotPlainData, which is not "
                     "plain data; run the dataset's prepare.py again"),
-    'block_size_larger_than_resumed_model': (['--init_from=resume', '--out_dir=run', '--block_size=64'],
-                                             "block_size=64 is larger than the 32 positions of the model from "
-                                             "init_from=resume; use --block_size=32 or less"),
+    'resume_on_a_larger_vocabulary': (['--init_from=resume', '--out_dir=run', '--dataset=bigvocab'],
+                                      "dataset=bigvocab has 1000 token ids but the model from init_from=resume knows "
+                                      "only 65 (it was trained on shakespeare_char); pick a dataset of its vocabulary"),
     'n_embd_not_divisible_by_n_head': (['--n_embd=30', '--n_head=4'],
                                        "n_embd=30 is not divisible by n_head=4; each head gets n_embd/n_head dimensions"),
     'resume_without_checkpoint': (['--init_from=resume', '--out_dir=empty'],
@@ -102,6 +104,8 @@ ERRORS = {
                                             "gradient_accumulation_steps=4 is not divisible by the 3 processes; "
                                             "use a multiple of 3"),
     'cuda_unavailable': (['--device=cuda'], "device=cuda but CUDA is not available on this machine; use --device=cpu"),
+    'mps_unavailable': (['--device=mps'], "device=mps but MPS is not available on this machine; use --device=cpu"),
+    'wandb_without_login': (['--wandb_log=True'], "wandb cannot start (No API key configured"),
     'lr_decay_before_warmup_ends': (['--warmup_iters=10', '--lr_decay_iters=5'],
                                     "lr_decay_iters=5 is less than warmup_iters=10; the learning rate would decay "
                                     "before it has warmed up: set --lr_decay_iters to at least 10"),
@@ -122,6 +126,11 @@ def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, cha
         env = dict(RANK='0', LOCAL_RANK='0', WORLD_SIZE='3')  # as torchrun --nproc_per_node=3 starts process 0
     if case == 'cuda_unavailable' and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    if case == 'mps_unavailable' and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    if case == 'wandb_without_login':  # online mode, no API key (HOME holds none), no network
+        env = dict(WANDB_MODE='online', HOME=str(tmp_path), WANDB_DIR=str(tmp_path), WANDB_API_KEY='',
+                   HTTPS_PROXY='http://127.0.0.1:9', HTTP_PROXY='http://127.0.0.1:9')
     before = snapshot(workspace, char_data_root, tmp_path)
     proc = run_script('train.py', *TINY, *args, cwd=workspace, env=env, check=False)
     assert proc.returncode == 1

@@ -1,0 +1,283 @@
+"""export.py against the real transformers and tokenizers: a character model trained by train.py and a GPT-2-BPE
+model, exported, read back by transformers, sample.py, GPT.from_pretrained and train.py."""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import REPO, SHAKESPEARE, run_script
+from test_sample import samples
+
+from checkpoint import load_checkpoint, model_from_checkpoint
+from model import GPT, GPTConfig
+from tokenizer import Tokenizer
+
+BLOCKED_NETWORK = dict(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="",
+                       HF_HUB_OFFLINE="", TRANSFORMERS_OFFLINE="")
+
+
+@pytest.fixture(scope="module")
+def char_export(tmp_path_factory, char_data_root):
+    """A character model trained for 3 iterations by train.py (bias=False, exact GELU), exported from the
+    directory that holds its data/shakespeare_char/meta.pkl. Returns (out_dir, hf_dir)."""
+    out_dir = tmp_path_factory.mktemp("char") / "out"
+    run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--n_layer=2",
+               "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1",
+               "--max_iters=3", "--eval_interval=3", "--eval_iters=2", "--warmup_iters=0", "--lr_decay_iters=3",
+               f"--out_dir={out_dir}", cwd=char_data_root, timeout=300)
+    run_script("export.py", f"--out_dir={out_dir}", cwd=char_data_root, timeout=300)
+    return out_dir, out_dir / "hf"
+
+
+@pytest.fixture(scope="module")
+def bpe_export(tmp_path_factory):
+    """A GPT-2-vocabulary model (50304 ids, biases, GPT-2's tanh GELU) in a checkpoint as train.py writes it,
+    exported from a directory without data/. Returns (out_dir, hf_dir)."""
+    out_dir = tmp_path_factory.mktemp("bpe") / "out"
+    out_dir.mkdir()
+    torch.manual_seed(0)
+    model_args = dict(n_layer=2, n_head=2, n_embd=32, block_size=64, bias=True, vocab_size=50304, dropout=0.0,
+                      gelu_approximate='tanh')
+    model = GPT(GPTConfig(**model_args))
+    with torch.no_grad():  # so that a zero bias, a unit LayerNorm or a wrong GELU cannot hide
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape) * 0.1)
+    torch.save({'model': model.state_dict(), 'optimizer': torch.optim.AdamW(model.parameters()).state_dict(),
+                'model_args': model_args, 'iter_num': 7, 'best_val_loss': torch.tensor(5.4321),
+                'config': {'dataset': 'openwebtext', 'batch_size': 12},
+                'provenance': {'git_commit': 'abc123', 'torch': '2.13.0', 'device': 'cpu'}}, out_dir / 'ckpt.pt')
+    run_script("export.py", f"--out_dir={out_dir}", cwd=out_dir, timeout=300)
+    return out_dir, out_dir / "hf"
+
+
+@pytest.fixture(params=["char", "bpe"])
+def export(request):
+    return request.getfixturevalue(f"{request.param}_export")
+
+
+def our_model(out_dir):
+    path = str(out_dir / "ckpt.pt")
+    return model_from_checkpoint(load_checkpoint(path), path).eval()
+
+
+def transformers_model(hf_dir):
+    from transformers import GPT2LMHeadModel
+    return GPT2LMHeadModel.from_pretrained(hf_dir).eval()
+
+
+def test_export_holds_safetensors_config_tokenizer_and_card(char_export, bpe_export):
+    for hf_dir in (char_export[1], bpe_export[1]):
+        assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"} \
+            <= set(os.listdir(hf_dir))
+    char_config = json.loads((char_export[1] / "config.json").read_text())
+    bpe_config = json.loads((bpe_export[1] / "config.json").read_text())
+    assert (char_config["vocab_size"], char_config["n_positions"], char_config["activation_function"]) == (65, 32, "gelu")
+    assert (bpe_config["vocab_size"], bpe_config["n_positions"], bpe_config["activation_function"]) == \
+        (50304, 64, "gelu_new")
+    assert char_config["tie_word_embeddings"] and bpe_config["tie_word_embeddings"]
+    assert char_config["architectures"] == ["GPT2LMHeadModel"]
+
+
+def test_transformers_computes_our_logits(export):
+    out_dir, hf_dir = export
+    model, hf = our_model(out_dir), transformers_model(hf_dir)
+    block_size = model.config.block_size
+    idx = torch.randint(0, 65, (3, block_size), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours, _ = model(idx, targets=idx)
+        theirs = hf(idx).logits
+    assert ours.shape == theirs.shape == (3, block_size, model.config.vocab_size)
+    assert (ours - theirs).abs().max().item() < 1e-5
+
+
+def test_bias_false_exports_zero_biases(char_export):
+    out_dir, hf_dir = char_export
+    assert not our_model(out_dir).config.bias
+    biases = {k: v for k, v in transformers_model(hf_dir).state_dict().items() if k.endswith("bias")
+              and not k.endswith(".attn.bias")}  # .attn.bias is transformers' causal mask in some versions
+    assert len(biases) == 2 * 6 + 1 and all(v.abs().max() == 0 for v in biases.values())
+
+
+PROMPTS = {"char": "ROMEO:", "bpe": "Hello, world"}
+
+
+def transformers_greedy_text(hf_dir, prompt, max_new_tokens):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(hf_dir)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    out = transformers_model(hf_dir).generate(ids, max_new_tokens=max_new_tokens, do_sample=False,
+                                              attention_mask=torch.ones_like(ids), pad_token_id=0)
+    assert out.shape[1] == ids.shape[1] + max_new_tokens
+    return tokenizer.decode(out[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind, request, char_data_root):
+    out_dir, hf_dir = request.getfixturevalue(f"{kind}_export")
+    proc = run_script("sample.py", "--device=cpu", f"--out_dir={out_dir}", f"--start={PROMPTS[kind]}",
+                      "--temperature=0", "--num_samples=1", "--max_new_tokens=20",
+                      cwd=char_data_root if kind == "char" else out_dir, timeout=300)
+    assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+def test_sample_py_reads_an_export_back_with_its_tokenizer(kind, request, tmp_path):
+    _, hf_dir = request.getfixturevalue(f"{kind}_export")
+    # from an empty directory: no data/shakespeare_char/meta.pkl, so the characters come from the export
+    proc = run_script("sample.py", "--device=cpu", f"--init_from={hf_dir}", f"--start={PROMPTS[kind]}",
+                      "--temperature=0", "--num_samples=1", "--max_new_tokens=20", cwd=tmp_path, timeout=300)
+    assert f"Loading the tokenizer saved in {hf_dir}..." in proc.stdout
+    assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
+
+
+def test_from_pretrained_reads_an_export_back_with_zero_biases(char_export):
+    out_dir, hf_dir = char_export
+    model, loaded = our_model(out_dir), GPT.from_pretrained(str(hf_dir)).eval()
+    assert loaded.config.bias and not model.config.bias  # zero biases, which change nothing
+    assert (loaded.config.vocab_size, loaded.config.block_size, loaded.config.gelu_approximate) == (65, 32, "none")
+    idx = torch.randint(0, 65, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (loaded(idx, idx)[0] - model(idx, idx)[0]).abs().max().item() < 1e-6
+
+
+def test_from_pretrained_keeps_the_padded_vocab_of_a_bpe_export(bpe_export):
+    loaded = GPT.from_pretrained(str(bpe_export[1]))
+    assert (loaded.config.vocab_size, loaded.config.gelu_approximate) == (50304, "tanh")
+
+
+@pytest.mark.slow
+def test_train_py_starts_from_an_export(char_export, char_data_root, tmp_path):
+    _, hf_dir = char_export
+    run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", f"--init_from={hf_dir}",
+               "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1", "--max_iters=2",
+               "--eval_interval=2", "--eval_iters=1", "--warmup_iters=0", "--lr_decay_iters=2",
+               f"--out_dir={tmp_path / 'out'}", cwd=char_data_root, timeout=300)
+    checkpoint = load_checkpoint(str(tmp_path / "out" / "ckpt.pt"))
+    assert checkpoint["iter_num"] == 2
+    assert {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "vocab_size", "bias")} == \
+        dict(n_layer=2, n_embd=32, vocab_size=65, bias=True)
+
+
+def test_char_tokenizer_encodes_and_decodes_all_of_shakespeare_as_meta_pkl(char_export, char_data_root):
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(char_export[1])
+    meta = Tokenizer(str(char_data_root / "data" / "shakespeare_char" / "meta.pkl"))
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    ids = tokenizer.encode(text)
+    assert ids == meta.encode(text) and len(ids) == 1115394
+    assert tokenizer.decode(ids) == text
+
+
+VARIED_TEXT = ("Hello world! It's 2024: naïve café, 日本語, emoji 😀👍🏽, tabs\t\tand   spaces\n\n\r\n  "
+               "<|endoftext|>The end. He said \"don't\" , isn't it ?  12345678 ... $x_{i}^2 = 3.14159;\n"
+               "    def f(x):  return x**2  # code\u00a0nbsp\u200bzwsp Ünïcödé ΑΒΓ привет مرحبا")
+
+
+def test_bpe_tokenizer_encodes_and_decodes_like_tiktoken(bpe_export):
+    from transformers import AutoTokenizer
+    tokenizer, tiktoken_gpt2 = AutoTokenizer.from_pretrained(bpe_export[1]), Tokenizer()
+    ids = tokenizer.encode(VARIED_TEXT)
+    assert ids == tiktoken_gpt2.encode(VARIED_TEXT)
+    assert 50256 in ids  # <|endoftext|> is one token, as sample.py's prompts encode it
+    assert tokenizer.decode(ids) == VARIED_TEXT
+    assert len(tokenizer) == 50257 and tokenizer.eos_token_id == 50256
+
+
+def test_transformers_never_generates_the_padding_ids(bpe_export):
+    generation_config = json.loads((bpe_export[1] / "generation_config.json").read_text())
+    assert generation_config["suppress_tokens"] == list(range(50257, 50304))
+
+
+def test_model_card_holds_config_data_val_loss_and_provenance(char_export, bpe_export):
+    out_dir, hf_dir = char_export
+    checkpoint = load_checkpoint(str(out_dir / "ckpt.pt"))
+    card = (hf_dir / "README.md").read_text(encoding="utf-8")
+    assert "library_name: transformers" in card and "| dataset | shakespeare_char |" in card
+    assert f"| best val loss | {checkpoint['best_val_loss']:.4f} |" in card and "| iterations | 3 |" in card
+    assert '"n_embd": 32' in card and f'"git_commit": "{checkpoint["provenance"]["git_commit"]}"' in card
+    assert "none in training (bias=False); exported as zeros" in card
+    bpe_card = (bpe_export[1] / "README.md").read_text(encoding="utf-8")
+    assert "| best val loss | 5.4321 |" in bpe_card and "padded to 50304" in bpe_card
+
+
+# ---------------------------------------------------------------------------- what must not happen
+
+def assert_user_error(proc, message):
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert re.fullmatch(r"error: [^\n]+\n", proc.stderr), proc.stderr
+    assert message in proc.stderr
+
+
+def test_a_directory_that_is_not_an_export_is_never_replaced(bpe_export, tmp_path):
+    out_dir, _ = bpe_export
+    (tmp_path / "notes.txt").write_text("mine")
+    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path}", cwd=out_dir, check=False)
+    assert_user_error(proc, f"{tmp_path} exists and is not an earlier export (it has no model.safetensors)")
+    assert os.listdir(tmp_path) == ["notes.txt"]
+
+
+def test_char_model_without_its_meta_pkl_is_not_exported_with_gpt2s_tokenizer(char_export, tmp_path):
+    out_dir, _ = char_export
+    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=tmp_path, check=False)
+    assert_user_error(proc, "the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
+                            "run it in the directory that holds data/shakespeare_char/meta.pkl")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_path):
+    out_dir, hf_dir = bpe_export
+    earlier = tmp_path / "hf"
+    shutil.copytree(hf_dir, earlier)
+    before = {name: (earlier / name).read_bytes() for name in os.listdir(earlier)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "export.py"), f"--out_dir={out_dir}", f"--hf_dir={earlier}"],
+                            cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the weights are written first; building GPT-2's tokenizer then takes seconds: interrupt in between
+    deadline = time.time() + 120
+    while not any((tmp_path / d / "model.safetensors").exists() for d in os.listdir(tmp_path) if ".tmp." in d):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) != 0
+    assert os.listdir(tmp_path) == ["hf"]  # the half-built export is gone
+    assert {name: (earlier / name).read_bytes() for name in os.listdir(earlier)} == before
+
+
+@pytest.mark.slow
+def test_exporting_again_replaces_the_earlier_export(bpe_export, tmp_path):
+    out_dir, hf_dir = bpe_export
+    shutil.copytree(hf_dir, tmp_path / "hf")
+    (tmp_path / "hf" / "stale.txt").write_text("from the earlier export")
+    run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir)
+    assert os.listdir(tmp_path) == ["hf"]
+    assert sorted(os.listdir(tmp_path / "hf")) == sorted(os.listdir(hf_dir))
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()
+
+
+def test_push_to_hub_without_a_login_fails_before_exporting(bpe_export, tmp_path):
+    out_dir, _ = bpe_export
+    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", "--push_to_hub=me/my-gpt",
+                      cwd=out_dir, check=False, env=dict(HF_HOME=str(tmp_path / "hf_home"), HF_TOKEN=""))
+    assert_user_error(proc, "push_to_hub='me/my-gpt' needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
+    assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.slow
+def test_push_to_hub_offline_fails_in_one_line_and_keeps_the_export(bpe_export, tmp_path):
+    out_dir, _ = bpe_export
+    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", "--push_to_hub=me/my-gpt",
+                      cwd=out_dir, check=False, timeout=300,
+                      env=dict(HF_HOME=str(tmp_path / "hf_home"), HF_TOKEN="hf_notarealtoken", **BLOCKED_NETWORK))
+    assert_user_error(proc, f"the export is in {tmp_path / 'hf'}, but pushing it to the Hub repository me/my-gpt "
+                            f"failed")
+    assert f"hf upload me/my-gpt {tmp_path / 'hf'}" in proc.stderr
+    assert (tmp_path / "hf" / "model.safetensors").exists()

@@ -1,0 +1,88 @@
+"""A run under `torchrun --max-restarts=N` survives a dead worker: torchrun starts every process again, train.py goes
+on from the run's own newest checkpoint (though the command line says init_from=scratch), and the run ends with the
+losses and weights of a run that was never interrupted."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import torch
+
+from checkpoint import load_checkpoint
+from test_ddp import torchrun, torchrun_command
+from test_train import eval_losses, iter_losses, read_log, train
+
+pytestmark = pytest.mark.slow
+
+# dropout: the resumed processes must also get their RNG states back
+ARGS = ['--gradient_accumulation_steps=2', '--max_iters=16', '--eval_interval=8', '--checkpoint_interval=4',
+        '--dropout=0.1']
+
+
+def worker_pid(torchrun_pid, rank):
+    """The pid of the train.py process of rank `rank` that torchrun (or its elastic agent) started."""
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                environ = dict(v.split(b'=', 1) for v in f.read().split(b'\0') if b'=' in v)
+            with open(f'/proc/{pid}/stat') as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+        except OSError:
+            continue
+        if ppid == torchrun_pid and environ.get(b'RANK') == str(rank).encode():
+            return int(pid)
+    return None
+
+
+def logged_iters(out_dir):
+    try:
+        return [r['iter'] for r in read_log(out_dir) if 'loss' in r]
+    except (OSError, ValueError):
+        return []
+
+
+def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_data_root, tmp_path):
+    torchrun(char_data_root, tmp_path / 'whole', *ARGS)
+
+    out_dir = tmp_path / 'restarted'
+    command = torchrun_command(out_dir, *ARGS)
+    command.insert(command.index('--standalone'), '--max-restarts=1')
+    proc = subprocess.Popen(command, cwd=char_data_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while max(logged_iters(out_dir), default=0) < 10:  # past the checkpoint of iter 8
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.01)
+    os.kill(worker_pid(proc.pid, rank=1), signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-3000:]
+
+    records = read_log(out_dir)
+    restarts = [r for r in records if 'restart' in r]
+    assert len(restarts) == 1 and restarts[0]['restart'] == 1 and restarts[0]['iter'] in (8, 12)
+    whole = read_log(tmp_path / 'whole')
+    assert iter_losses(records) == iter_losses(whole) and eval_losses(records) == eval_losses(whole)
+    redone = [r for r in records[records.index(restarts[0]):] if 'loss' in r]
+    assert redone and all(r['loss'] == iter_losses(whole)[r['iter']] for r in redone)
+    a, b = load_checkpoint(tmp_path / 'whole' / 'ckpt.pt'), load_checkpoint(out_dir / 'ckpt.pt')
+    assert a['iter_num'] == b['iter_num'] == 16
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+
+
+def test_restart_before_the_first_checkpoint_of_the_run_starts_from_scratch(char_data_root, tmp_path):
+    # an earlier run's checkpoint in out_dir is not this run's: a restart must not take it up
+    train(char_data_root, tmp_path, '--max_iters=2')
+    proc = train(char_data_root, tmp_path, '--max_iters=3',
+                 env={'TORCHELASTIC_RESTART_COUNT': '1', 'TORCHELASTIC_RUN_ID': 'another-run'})
+    assert "Initializing a new model from scratch" in proc.stdout
+    assert [r['iter'] for r in read_log(tmp_path) if 'loss' in r] == [0, 1, 0, 1, 2]
+
+
+def test_restart_resumes_its_own_checkpoint_though_init_from_is_scratch(char_data_root, tmp_path):
+    train(char_data_root, tmp_path, '--max_iters=2', env={'TORCHELASTIC_RUN_ID': 'this-run'})
+    proc = train(char_data_root, tmp_path, '--max_iters=3',
+                 env={'TORCHELASTIC_RESTART_COUNT': '1', 'TORCHELASTIC_RUN_ID': 'this-run'})
+    assert f"Resuming training from {tmp_path / 'ckpt.pt'} (torchrun restart 1)" in proc.stdout
+    assert [r['iter'] for r in read_log(tmp_path) if 'loss' in r] == [0, 1, 2]
+    assert {'restart': 1, 'iter': 2} in read_log(tmp_path)

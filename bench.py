@@ -137,7 +137,7 @@ def trainer(model, fused=None):
     optimizer = model.configure_optimizers(weight_decay=1e-2, learning_rate=1e-4, betas=(0.9, 0.95),
                                            device_type=device_type, fused=fused)
     # float16 needs a GradScaler, as in train.py; a no-op otherwise
-    scaler = torch.amp.GradScaler('cuda', enabled=(dtype == 'float16' and device_type == 'cuda'))
+    scaler = hardware.grad_scaler(device, dtype)
 
     def train(first, n):
         hardware.synchronize(device)

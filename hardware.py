@@ -75,6 +75,17 @@ def autocast(device, dtype):
     return torch.amp.autocast(device_type=torch.device(device).type, dtype=PTDTYPE[dtype])
 
 
+
+def grad_scaler(device, dtype):
+    """The GradScaler that float16 training needs against gradients that underflow; a no-op for other dtypes.
+    The same code on CUDA and CPU, so the CPU tests cover CUDA's. MPS has none that works in every torch version
+    (it unscales through float64, which MPS lacks: pytorch#142397), so float16 runs unscaled there."""
+    device_type = torch.device(device).type
+    if dtype == 'float16' and device_type == 'mps':
+        print("float16 on mps runs without a GradScaler: small gradients may underflow; bfloat16 has no such problem")
+    return torch.amp.GradScaler(device_type if device_type != 'mps' else 'cpu',
+                                enabled=dtype == 'float16' and device_type != 'mps')
+
 # dense (no sparsity) bfloat16/float16 tensor-core peak FLOP/s, from the vendors' data sheets;
 # the first name that appears in torch.cuda.get_device_name() wins
 GPU_PEAK_FLOPS = [

@@ -278,11 +278,7 @@ if fsdp:
 else:
     model.to(device)
 
-# initialize a GradScaler, for float16 on CUDA only. If enabled=False scaler is a no-op
-scaler = torch.amp.GradScaler('cuda', enabled=(dtype == 'float16' and device_type == 'cuda'))
-if dtype == 'float16' and device_type != 'cuda':
-    print(f"float16 on {device_type} runs without a GradScaler (CUDA only): small gradients may underflow; "
-          f"bfloat16 has no such problem")
+scaler = hardware.grad_scaler(device, dtype) # float16's; a no-op otherwise
 
 # optimizer
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)

@@ -250,6 +250,14 @@ def test_bfloat16_autocast_on_cpu(char_data_root, scratch, tmp_path):
     assert bf16 == pytest.approx(fp32, abs=0.02)  # ...to about 3 significant digits
 
 
+def test_float16_trains_with_a_grad_scaler_on_cpu_as_on_cuda(char_data_root, tmp_path):
+    train(char_data_root, tmp_path, '--max_iters=2', '--dtype=float16')
+    scaler = load_checkpoint(tmp_path / 'ckpt.pt')['scaler']
+    assert scaler['scale'] == 65536.0 and scaler['_growth_tracker'] == 2  # two steps without an overflow
+    train(char_data_root, tmp_path, '--max_iters=3', '--dtype=float16', '--init_from=resume')
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['scaler']['_growth_tracker'] == 3  # the resumed scaler went on
+
+
 def wandb_history(run_file):
     """The history rows (dicts) in a wandb run file: a leveldb-style log of 32 KiB blocks of protobuf records."""
     from wandb.proto import wandb_internal_pb2

@@ -7,6 +7,9 @@ iterations of random tokens (one micro step per process, gradient clipping, Adam
 RSS on CPU, max_memory_allocated on CUDA. 'above start' leaves out what the process held before the model was
 made (the torch libraries, about 0.3 GB of RSS). The gather of a whole checkpoint to rank 0 comes after and is
 reported on its own: it is CPU memory, and a GPU run never holds it.
+On CPU the processes run with MALLOC_MMAP_THRESHOLD_=131072: glibc's default threshold grows as memory is freed and
+then keeps freed tensors of up to 32 MB in its heap, so FSDP, which frees and gathers each Block's weights every
+iteration, would show memory it no longer uses (RSS follows live memory then, as CUDA's caching allocator does).
 """
 
 import json
@@ -27,9 +30,9 @@ mode = 'both' # 'both' runs the two below, one torchrun each, and prints the tab
 nproc = 2
 device = 'cpu'
 dtype = 'float32'
-n_layer = 12 # 12 layers of 1152: 191M weights in the Blocks, 195M in all with the vocabulary below
-n_head = 12
-n_embd = 1152
+n_layer = 12 # 12 layers of 1024: 151M weights in the Blocks, 203M in all with the vocabulary below
+n_head = 16
+n_embd = 1024
 vocab_size = 50304
 block_size = 64
 batch_size = 1 # the activations are small next to weights, gradients and AdamW state: those are measured here
@@ -90,7 +93,8 @@ def run(mode):
                                           n_embd=n_embd, vocab_size=vocab_size, block_size=block_size,
                                           batch_size=batch_size, iters=iters).items()]
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
-                           os.path.abspath(__file__), *args], capture_output=True, text=True)
+                           os.path.abspath(__file__), *args], capture_output=True, text=True,
+                          env={**os.environ, 'MALLOC_MMAP_THRESHOLD_': '131072'})
     if proc.returncode != 0:
         sys.exit(f"error: the {mode} run failed:\n{proc.stderr[-3000:]}")
     return json.loads(next(line for line in proc.stdout.splitlines() if line.startswith('memory: '))[8:])

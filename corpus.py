@@ -2,7 +2,7 @@
 Text to training data: GPT-2 ids as uint16, each document closed by <|endoftext|> (50256), appended to the
 .bin files that train.py reads. Shared by the data scripts:
 
-- encode_in_order: batches of texts encoded by worker processes on all cores, handed back in order.
+- encode_texts and map_in_order: texts encoded by worker processes on all cores, handed back in order.
 - prepare_parquet: the web datasets' job (data/fineweb, data/openwebtext). Parquet files, from the Hugging Face
   Hub one at a time or from local --data_files, go to train.bin and val.bin. Progress is recorded after each
   source file, so a killed run goes on from there with the same command and ends byte for byte as an
@@ -11,7 +11,9 @@ Text to training data: GPT-2 ids as uint16, each document closed by <|endoftext|
 
 import argparse
 import errno
+import functools
 import glob
+import itertools
 import json
 import os
 import shutil
@@ -29,8 +31,10 @@ from fileio import write_atomically
 from tokenizer import gpt2_encoding
 
 EOT = 50256
+EOT_ARRAY = np.array([EOT], dtype=np.uint32)
 SPLITS = ('train', 'val')
-BATCH_DOCUMENTS = 256  # documents a worker encodes at a time: ~1 MB of web text, a fraction of a second
+TASK_BYTES = 2**20  # text a worker reads and encodes per task: ~250k tokens, a fraction of a second
+BATCH_DOCUMENTS = 256  # documents a worker holds as Python strings at a time
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit (ulimit -f, FAT32's 4 GB)
 
 
@@ -40,29 +44,31 @@ def encode_texts(texts, ends):
     """The GPT-2 ids of texts, concatenated, with EOT after each text whose `ends` is true (uint16); and each
     text's number of tokens, EOT included (int64)."""
     enc = gpt2_encoding()  # cached by tiktoken: loaded once per process
-    lengths = np.empty(len(texts), dtype=np.int64)
-    arrays = []
-    for i, (text, end) in enumerate(zip(texts, ends)):
-        ids = enc.encode_ordinary(text or '')  # encode_ordinary: '<|endoftext|>' in a text is just text
-        if end:
-            ids.append(EOT)
-        arrays.append(np.array(ids, dtype=np.uint16))  # one document's list of ints alive at a time
-        lengths[i] = len(ids)
-    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint16), lengths
+    arrays, lengths = [], []
+    for text, end in zip(texts, ends):
+        # encode_to_numpy with no special token allowed nor disallowed gives encode_ordinary's ids ('<|endoftext|>'
+        # in a text is just text) as an array, without a Python int per token
+        ids = enc.encode_to_numpy(text or '', disallowed_special=())
+        arrays += [ids, EOT_ARRAY] if end else [ids]
+        lengths.append(len(ids) + bool(end))
+    ids = np.concatenate(arrays).astype(np.uint16) if arrays else np.zeros(0, dtype=np.uint16)
+    return ids, np.array(lengths, dtype=np.int64)
 
 
-def encode_in_order(pool, batches, num_proc):
-    """Yields encode_texts(texts, ends) for each (texts, ends) of batches, in order, encoded by pool's
-    num_proc processes."""
-    # Pool.imap would read the whole input ahead into its task queue; this keeps two batches per worker
+def map_in_order(pool, function, tasks, num_proc):
+    """Yields (task, function(*task)) for each task (a tuple of arguments), in order, computed by pool's num_proc
+    processes."""
+    # Pool.imap would read the whole input ahead into its task queue; this keeps two tasks per worker
     # in flight, so memory stays bounded however slow the workers
     in_flight = deque()
-    for texts, ends in batches:
-        in_flight.append(pool.apply_async(encode_texts, (texts, ends)))
+    for task in tasks:
+        in_flight.append((task, pool.apply_async(function, task)))
         if len(in_flight) >= 2 * num_proc:
-            yield in_flight.popleft().get()
+            task, result = in_flight.popleft()
+            yield task, result.get()
     while in_flight:
-        yield in_flight.popleft().get()
+        task, result = in_flight.popleft()
+        yield task, result.get()
 
 
 @contextmanager
@@ -220,29 +226,53 @@ def prepare_parquet(args, hub_folder=None):
     def fetch(i):
         return sources[i] if args.data_files else hub_download(args.dataset, state['commit'], sources[i], download_dir)
 
-    t0 = time.time()
-    tokens_at_start = sum(state['tokens'].values())
-    bar = tqdm(total=len(sources), initial=state['done'], unit='file', dynamic_ncols=True, disable=None,
-               bar_format='{l_bar}{bar}| {n:.2f}/{total} files [{elapsed}<{remaining}{postfix}]')
-    with Pool(args.num_proc) as pool, ThreadPoolExecutor(1) as downloader, bar:
-        # the next source file downloads while this one is tokenized
+    def tasks():
+        """(path, text column, first row, end row) of each row range of the files left, in order."""
         next_file = downloader.submit(fetch, state['done']) if state['done'] < len(sources) else None
         for i in range(state['done'], len(sources)):
             path = next_file.result()
-            next_file = downloader.submit(fetch, i + 1) if i + 1 < len(sources) else None
-            advice = (f"free some space and run the same command again: it goes on from source file {i + 1} "
-                      f"of {len(sources)}")
-            with disk_full_is_a_user_error(out_dir, advice):
-                for fraction in tokenize_file(path, args, pool, state, partial):
-                    bar.update(fraction)
-                    tokens_per_s = (sum(state['tokens'].values()) - tokens_at_start) / (time.time() - t0)
-                    bar.set_postfix_str(f"{state['documents']:,} docs, {tokens_per_s:,.0f} tok/s", refresh=False)
-            state['done'] = i + 1
-            with disk_full_is_a_user_error(out_dir, advice):
+            if i + 1 < len(sources):
+                next_file = downloader.submit(fetch, i + 1)  # the next file downloads while this one is tokenized
+            f = open_parquet(path, args.text_column)
+            files[path] = (i, f.metadata.num_rows)
+            for start, end in row_ranges(f, args.text_column):
+                yield path, args.text_column, start, end
+
+    t0 = time.time()
+    tokens_at_start = sum(state['tokens'].values())
+    files = {}  # path -> (its index in sources, its number of rows), for the files under way
+    bar = tqdm(total=len(sources), initial=state['done'], unit='file', dynamic_ncols=True, disable=None,
+               bar_format='{l_bar}{bar}| {n:.2f}/{total} files [{elapsed}<{remaining}{postfix}]')
+    advice = "free some space and run the same command again: it goes on from the last finished source file"
+    with Pool(args.num_proc) as pool, ThreadPoolExecutor(1) as downloader, bar, \
+            disk_full_is_a_user_error(out_dir, advice), \
+            open(partial['train'], 'ab') as train, open(partial['val'], 'ab') as val:  # closed before the error shows
+        outputs = {'train': train, 'val': val}
+        # the workers read the parquet files themselves and hand back ids alone; this process only writes, in order
+        for (path, _, start, end), (ids, lengths) in map_in_order(pool, encode_rows, tasks(), args.num_proc):
+            # document n goes to val when n % val_every == 0: the documents alone decide, not the run
+            is_val = (state['documents'] + np.arange(len(lengths))) % args.val_every == 0
+            token_is_val = np.repeat(is_val, lengths)
+            for split, mask in (('train', ~token_is_val), ('val', token_is_val)):
+                split_ids = ids[mask]
+                outputs[split].write(split_ids.data)  # not tofile: its short writes carry no errno
+                state['tokens'][split] += len(split_ids)
+            state['documents'] += len(lengths)
+            state['val_documents'] += int(is_val.sum())
+            i, num_rows = files[path]
+            bar.update((end - start) / max(num_rows, 1))
+            tokens_per_s = (sum(state['tokens'].values()) - tokens_at_start) / (time.time() - t0)
+            bar.set_postfix_str(f"{state['documents']:,} docs, {tokens_per_s:,.0f} tok/s", refresh=False)
+            if end == num_rows:  # the file's last rows: on disk before the progress file says so
+                for out in outputs.values():
+                    out.flush()
+                    os.fsync(out.fileno())
+                state['done'] = i + 1
                 save_progress(progress_path, state)
-            bar.update(i + 1 - bar.n)
-            if not args.data_files:
-                os.remove(path)  # the output plus a source file or two on disk, never the whole dataset
+                bar.update(i + 1 - bar.n)
+                del files[path]
+                if not args.data_files:
+                    os.remove(path)  # the output plus a source file or two on disk, never the whole dataset
 
     # only now do the outputs take their final names
     for split in SPLITS:
@@ -258,30 +288,46 @@ def prepare_parquet(args, hub_folder=None):
     print(f"wrote train.bin and val.bin to {out_dir} in {dt:.0f}s ({(tokens - tokens_at_start) / dt:,.0f} tokens/s)")
 
 
-def tokenize_file(path, args, pool, state, partial):
-    """Appends a source file's documents to the partial outputs and counts them in state, durably.
-    Yields the fraction of the file done, as it goes."""
-    f = open_parquet(path, args.text_column)
-    num_rows = max(1, f.metadata.num_rows)
-    # one row group in memory at a time, cut into batches for the workers
-    batches = ((b.column(0).to_pylist(), [True] * b.num_rows)
-               for b in f.iter_batches(batch_size=BATCH_DOCUMENTS, columns=[args.text_column]))
-    outputs = {split: open(partial[split], 'ab') for split in SPLITS}
-    try:
-        for ids, lengths in encode_in_order(pool, batches, args.num_proc):
-            # document n goes to val when n % val_every == 0: the documents alone decide, not the run
-            is_val = (state['documents'] + np.arange(len(lengths))) % args.val_every == 0
-            token_is_val = np.repeat(is_val, lengths)
-            for split, mask in (('train', ~token_is_val), ('val', token_is_val)):
-                split_ids = ids[mask]
-                outputs[split].write(split_ids.data)  # not tofile: its short writes carry no errno
-                state['tokens'][split] += len(split_ids)
-            state['documents'] += len(lengths)
-            state['val_documents'] += int(is_val.sum())
-            yield len(lengths) / num_rows
-        for out in outputs.values():
-            out.flush()
-            os.fsync(out.fileno())  # on disk before the progress file says so
-    finally:
-        for out in outputs.values():
-            out.close()
+def row_ranges(f, text_column):
+    """[start, end) row ranges that cover parquet file f in order, each about TASK_BYTES of text or less, from
+    its metadata alone: small row groups are joined, large ones cut. An empty file has one empty range."""
+    leaf = [f.schema.column(j).path for j in range(len(f.schema))].index(text_column)
+    ranges, start, size, group_start = [], 0, 0, 0
+    for g in range(f.metadata.num_row_groups):
+        group = f.metadata.row_group(g)
+        pieces = max(1, -(-group.column(leaf).total_uncompressed_size // TASK_BYTES))
+        piece_size = group.column(leaf).total_uncompressed_size / pieces
+        for k in range(1, pieces + 1):
+            if size and size + piece_size > TASK_BYTES:
+                ranges.append((start, end))
+                start, size = end, 0
+            end = group_start + group.num_rows * k // pieces
+            size += piece_size
+        group_start += group.num_rows
+    return ranges + [(start, group_start)] if start < group_start or not ranges else ranges
+
+
+@functools.lru_cache(maxsize=1)
+def parquet_file(path):
+    """path, opened in a worker once for all the ranges it encodes there (a web parquet's footer is megabytes)."""
+    import pyarrow.parquet as pq
+    # read as it goes, a megabyte at a time: not a whole row group at once, which can be hundreds of megabytes
+    return pq.ParquetFile(path, buffer_size=2**20, pre_buffer=False)
+
+
+def encode_rows(path, text_column, start, end):
+    """encode_texts of the text of rows [start, end) of a parquet file, each closed by EOT. It runs in a worker,
+    which reads the rows itself: only the ids travel between processes."""
+    f = parquet_file(path)
+    group_starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)]).tolist()
+    groups = [g for g in range(f.num_row_groups) if group_starts[g] < end and group_starts[g + 1] > start]
+
+    def texts():
+        row = group_starts[groups[0]]
+        for batch in f.iter_batches(BATCH_DOCUMENTS, row_groups=groups, columns=[text_column], use_threads=False):
+            first, last = max(start - row, 0), min(end - row, batch.num_rows)  # the batch's rows in the range
+            yield from batch.column(0)[first:last].to_pylist()
+            row += batch.num_rows
+            if row >= end:
+                return
+    return encode_texts(texts() if groups else [], itertools.repeat(True))

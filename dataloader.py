@@ -41,7 +41,9 @@ def get_batch(data_dir, split, batch_size, block_size, seed, step, first_row=0, 
     x = windows[:, :-1].contiguous()
     y = windows[:, 1:].contiguous()
     if torch.device(device).type == 'cuda':
-        # pinned host memory lets the copy to the GPU run while the GPU works (non_blocking)
+        # pinned host memory lets the copy to the GPU run while the GPU works (non_blocking). CUDA only: pin_memory()
+        # needs an accelerator (on a CPU-only machine it raises), and to('cpu') is no copy at all (PyTorch docs,
+        # "A guide on good usage of non_blocking and pin_memory()")
         x, y = x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     else:
         x, y = x.to(device), y.to(device)

@@ -75,7 +75,6 @@ def autocast(device, dtype):
     return torch.amp.autocast(device_type=torch.device(device).type, dtype=PTDTYPE[dtype])
 
 
-
 def grad_scaler(device, dtype):
     """The GradScaler that float16 training needs against gradients that underflow; a no-op for other dtypes.
     The same code on CUDA and CPU, so the CPU tests cover CUDA's. MPS has none that works in every torch version
@@ -85,6 +84,7 @@ def grad_scaler(device, dtype):
         print("float16 on mps runs without a GradScaler: small gradients may underflow; bfloat16 has no such problem")
     return torch.amp.GradScaler(device_type if device_type != 'mps' else 'cpu',
                                 enabled=dtype == 'float16' and device_type != 'mps')
+
 
 # dense (no sparsity) bfloat16/float16 tensor-core peak FLOP/s, from the vendors' data sheets;
 # the first name that appears in torch.cuda.get_device_name() wins
@@ -113,7 +113,7 @@ def peak_flops(device, dtype):
     return _measured_peak[(device, dtype)]
 
 
-def measure_matmul_flops(device, dtype, n=2048, repeats=5):
+def measure_matmul_flops(device, dtype, n=2048, repeats=2):
     # a generator of its own: measuring must not move the global RNG, or a training run's dropout would depend on it
     generator = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=PTDTYPE[dtype], generator=generator)

@@ -78,6 +78,10 @@ def unwrap(model):
     return getattr(model, '_orig_mod', model) # torch.compile
 
 
+def is_sharded(model):
+    return isinstance(unwrap(model), FSDPModule)
+
+
 @contextmanager
 def gradient_sync(model, enabled):
     """Around a micro step's forward and backward: whether its gradients are averaged over the processes.
@@ -95,10 +99,6 @@ def gradient_sync(model, enabled):
             yield
         finally:
             fsdp_model.set_requires_gradient_sync(True)
-
-
-def is_sharded(model):
-    return isinstance(unwrap(model), FSDPModule)
 
 
 def full_state(model, optimizer):
@@ -149,15 +149,17 @@ def parameter_names(model, optimizer):
 
 def check_weights_identical(model):
     """Raises RuntimeError naming the tensors whose values differ between the processes. Under DDP every process
-    holds all weights and applies the same averaged gradients, so they must stay equal. A checksum per tensor
-    (the sum of its bits read as integers: exact, and changed by any one changed element) is compared, not the
-    weights: no copy of them is made. Under FSDP there is nothing to compare: each weight lives on one process."""
+    holds all weights and applies the same averaged gradients, so they must stay equal. What is compared is a
+    checksum per tensor: the sum of its elements' bits read as integers of their size, which wraps around, so that
+    no copy is made (a sum into a wider type copies the tensor first), and which any one changed element changes.
+    Under FSDP there is nothing to compare: each weight lives in one process only."""
     model = unwrap(model)
     if not dist.is_initialized() or is_sharded(model):
         return
     names, tensors = zip(*model.named_parameters())
     as_int = {2: torch.int16, 4: torch.int32, 8: torch.int64}
-    sums = torch.stack([t.detach().view(as_int[t.element_size()]).sum(dtype=torch.int64) for t in tensors])
+    sums = torch.stack([t.detach().view(as_int[t.element_size()]).sum(dtype=as_int[t.element_size()]).long()
+                        for t in tensors])
     low, high = sums.clone(), sums.clone()
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)

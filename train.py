@@ -117,7 +117,7 @@ if compile not in (None, True, False):
     raise UserError(f"compile={compile!r} must be True, False or None (None: compile on CUDA only)")
 compile = device_type == 'cuda' if compile is None else compile
 for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
-             'eval_iters', 'n_layer', 'n_head', 'n_embd'):
+             'eval_iters', 'n_layer', 'n_head', 'n_embd', 'dist_timeout'):
     if globals()[name] < 1:
         raise UserError(f"{name}={globals()[name]} must be at least 1")
 for name in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'seed', 'learning_rate', 'min_lr', 'grad_clip',

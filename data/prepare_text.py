@@ -30,7 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for corpus
-from corpus import disk_full_is_a_user_error, encode_in_order  # noqa: E402
+from corpus import disk_full_is_a_user_error, encode_texts, map_in_order  # noqa: E402
 from tokenizer import gpt2_encoding  # noqa: E402
 
 CHUNK_BYTES = 4 * 2**20  # read files this many bytes at a time
@@ -123,7 +123,8 @@ def encode_gpt2(pieces, num_proc):
     <|endoftext|> (50256) follows the last piece of each document."""
     gpt2_encoding()  # without the BPE files, fail here in one line, before any worker starts
     with Pool(num_proc) as pool:
-        for ids, _ in encode_in_order(pool, (([text], [is_last]) for text, is_last in pieces), num_proc):
+        tasks = (([text], [is_last]) for text, is_last in pieces)
+        for _, (ids, _) in map_in_order(pool, encode_texts, tasks, num_proc):
             yield ids
 
 

@@ -1,6 +1,8 @@
 """A torchrun worker for test_ddp.py: two processes whose weights differ in one element of one tensor, by the
-smallest step a float32 can take, ask parallel.check_weights_identical whether they agree."""
+smallest step a float32 can take, ask parallel.check_weights_identical whether they agree; then how much memory the
+check takes for a layer of 256 MB."""
 
+import resource
 import sys
 
 import torch
@@ -22,4 +24,9 @@ try:
     print(f"rank {dist.get_rank()}: identical")
 except RuntimeError as e:
     print(f"rank {dist.get_rank()}: {e}")
+layer = torch.nn.Linear(8192, 8192, bias=False)
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+parallel.check_weights_identical(layer)
+extra_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_kb) // 1024
+print(f"rank {dist.get_rank()}: the check of 256 MB of weights took {extra_mb} MB more")
 dist.destroy_process_group()

@@ -29,6 +29,12 @@ def training_losses(out_dir):
     return [r["loss"] for r in records if "loss" in r]
 
 
+def test_bfloat16_decision_agrees_with_torch_without_emulation():
+    import hardware
+    assert hardware.cuda_has_bf16('cuda') == torch.cuda.is_bf16_supported(including_emulation=False)
+    assert hardware.default_dtype('cuda') == ('bfloat16' if hardware.cuda_has_bf16('cuda') else 'float16')
+
+
 def test_flash_and_manual_attention_agree_in_bfloat16():
     model = tiny_model()
     idx = torch.randint(0, 128, (4, 64), device="cuda")
@@ -61,3 +67,17 @@ def test_training_on_cuda_lowers_the_loss(char_data_root, tmp_path, dtype, compi
     proc = run_script("sample.py", "--out_dir=out", "--device=cuda", "--num_samples=1", "--max_new_tokens=50",
                       f"--dtype={dtype}", cwd=tmp_path)
     assert len(proc.stdout) > 50
+
+
+def test_killed_run_resumes_on_cuda_with_the_uninterrupted_losses(char_data_root, tmp_path):
+    # resume loads the checkpoint to CPU, restores the RNG states from CPU tensors, and the model and optimizer move
+    # their state to the GPU; on CUDA, with dropout, the losses still follow the uninterrupted run's
+    shutil.copytree(char_data_root / "data", tmp_path / "data")
+    args = [*TINY_RUN, "--dtype=float32", "--compile=False", "--dropout=0.1", "--max_iters=20", "--eval_interval=10",
+            "--log_interval=1"]
+    run_script("train.py", *args, "--out_dir=whole", cwd=tmp_path)
+    run_script("train.py", *args, "--out_dir=resumed", "--max_iters=10", cwd=tmp_path)
+    run_script("train.py", *args, "--out_dir=resumed", "--init_from=resume", cwd=tmp_path)
+    whole, resumed = training_losses(tmp_path / "whole"), training_losses(tmp_path / "resumed")
+    assert len(whole) == len(resumed) == 20
+    assert resumed[10:] == pytest.approx(whole[10:], rel=1e-4)  # cuBLAS need not be bitwise reproducible

@@ -78,6 +78,9 @@ def test_weight_check_finds_one_element_that_differs_by_one_float32_step():
     for rank in (0, 1):
         assert f"rank {rank}: the weights differ between the 2 processes: transformer.h.1.mlp.c_fc.weight\n" \
             in proc.stdout
+        # checksums, not copies: a copy of the layer would take 256 MB
+        extra_mb = re.search(rf"^rank {rank}: the check of 256 MB of weights took (\d+) MB more$", proc.stdout, re.M)[1]
+        assert int(extra_mb) < 16
 
 
 def test_checkpoint_holds_each_process_rng_state(runs):
@@ -148,6 +151,7 @@ def test_sigterm_to_torchrun_stops_all_with_a_checkpoint(char_data_root, tmp_pat
 # -----------------------------------------------------------------------------
 # a process that stops answering
 
+@pytest.mark.slow
 @pytest.mark.parametrize('fsdp', [False, True])
 def test_a_stuck_process_stops_the_others_after_dist_timeout(fsdp, char_data_root, tmp_path):
     proc = start_and_wait_for_iter(char_data_root, tmp_path, 3, '--dist_timeout=4', f'--fsdp={fsdp}')
@@ -167,3 +171,9 @@ def test_a_stuck_process_stops_the_others_after_dist_timeout(fsdp, char_data_roo
                      r"\(.*[Tt]imed out.*\); the last checkpoint in " + re.escape(str(tmp_path)) + " is kept: go on "
                      r"with --init_from=resume, or start torchrun with --max-restarts=N to restart by itself$",
                      stderr, re.M), stderr[-3000:]
+
+
+def test_dist_timeout_below_one_second_is_refused(char_data_root, tmp_path):
+    proc = train(char_data_root, tmp_path, '--dist_timeout=0', check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: dist_timeout=0 must be at least 1"

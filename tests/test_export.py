@@ -13,14 +13,14 @@ import time
 import pytest
 import torch
 from conftest import REPO, SHAKESPEARE, run_script
-from test_sample import samples
+from test_sample import BLOCKED_NETWORK, samples
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
 
-BLOCKED_NETWORK = dict(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="",
-                       HF_HUB_OFFLINE="", TRANSFORMERS_OFFLINE="")
+# a train.py run and two exports set these tests up, each a process that imports transformers: tens of seconds
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +78,9 @@ def test_export_holds_safetensors_config_tokenizer_and_card(char_export, bpe_exp
             <= set(os.listdir(hf_dir))
     char_config = json.loads((char_export[1] / "config.json").read_text())
     bpe_config = json.loads((bpe_export[1] / "config.json").read_text())
-    assert (char_config["vocab_size"], char_config["n_positions"], char_config["activation_function"]) == (65, 32, "gelu")
-    assert (bpe_config["vocab_size"], bpe_config["n_positions"], bpe_config["activation_function"]) == \
-        (50304, 64, "gelu_new")
+    shape = ("vocab_size", "n_positions", "activation_function")
+    assert [char_config[k] for k in shape] == [65, 32, "gelu"]
+    assert [bpe_config[k] for k in shape] == [50304, 64, "gelu_new"]
     assert char_config["tie_word_embeddings"] and bpe_config["tie_word_embeddings"]
     assert char_config["architectures"] == ["GPT2LMHeadModel"]
 
@@ -118,7 +118,6 @@ def transformers_greedy_text(hf_dir, prompt, max_new_tokens):
     return tokenizer.decode(out[0])
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind, request, char_data_root):
     out_dir, hf_dir = request.getfixturevalue(f"{kind}_export")
@@ -128,7 +127,6 @@ def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind
     assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_sample_py_reads_an_export_back_with_its_tokenizer(kind, request, tmp_path):
     _, hf_dir = request.getfixturevalue(f"{kind}_export")
@@ -154,7 +152,6 @@ def test_from_pretrained_keeps_the_padded_vocab_of_a_bpe_export(bpe_export):
     assert (loaded.config.vocab_size, loaded.config.gelu_approximate) == (50304, "tanh")
 
 
-@pytest.mark.slow
 def test_train_py_starts_from_an_export(char_export, char_data_root, tmp_path):
     _, hf_dir = char_export
     run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", f"--init_from={hf_dir}",
@@ -233,7 +230,6 @@ def test_char_model_without_its_meta_pkl_is_not_exported_with_gpt2s_tokenizer(ch
     assert os.listdir(tmp_path) == []
 
 
-@pytest.mark.slow
 def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_path):
     out_dir, hf_dir = bpe_export
     earlier = tmp_path / "hf"
@@ -252,7 +248,6 @@ def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_p
     assert {name: (earlier / name).read_bytes() for name in os.listdir(earlier)} == before
 
 
-@pytest.mark.slow
 def test_exporting_again_replaces_the_earlier_export(bpe_export, tmp_path):
     out_dir, hf_dir = bpe_export
     shutil.copytree(hf_dir, tmp_path / "hf")
@@ -271,7 +266,6 @@ def test_push_to_hub_without_a_login_fails_before_exporting(bpe_export, tmp_path
     assert not (tmp_path / "hf").exists()
 
 
-@pytest.mark.slow
 def test_push_to_hub_offline_fails_in_one_line_and_keeps_the_export(bpe_export, tmp_path):
     out_dir, _ = bpe_export
     proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", "--push_to_hub=me/my-gpt",

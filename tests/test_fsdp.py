@@ -1,6 +1,8 @@
 """train.py --fsdp=True under a real `torchrun --nproc_per_node=2` on CPU (gloo): the training of DDP, a checkpoint in
-nanoGPT's single-process format, and resuming it with another number of processes, with or without FSDP."""
+nanoGPT's single-process format, resuming it with another number of processes, with or without FSDP, and the memory
+each process needs, against DDP."""
 
+import re
 import shutil
 
 import pytest
@@ -56,13 +58,20 @@ def test_fsdp_gives_the_losses_and_weights_of_ddp(runs):
     assert all(abs(a - b) < 1e-5 for i in fsdp for a, b in zip(fsdp[i], ddp[i]))
 
 
+def test_compiled_fsdp_gives_the_losses_and_weights_of_compiled_ddp(char_data_root, tmp_path):
+    torchrun(char_data_root, tmp_path / 'ddp', *ARGS, '--compile=True')
+    torchrun(char_data_root, tmp_path / 'fsdp', *ARGS, '--compile=True', '--fsdp=True')
+    assert_close_runs(tmp_path / 'fsdp', tmp_path / 'ddp')
+
+
 def test_fsdp_checkpoint_is_a_single_process_checkpoint(runs):
     # DDP's checkpoint holds process 0's own state dicts: what one process saves
     fsdp, ddp = load_checkpoint(runs / 'fsdp' / 'ckpt.pt'), load_checkpoint(runs / 'ddp' / 'ckpt.pt')
     assert fsdp.keys() == ddp.keys()
     assert list(fsdp['model']) == list(ddp['model'])
     assert all(type(t) is torch.Tensor and t.shape == ddp['model'][k].shape for k, t in fsdp['model'].items())
-    assert fsdp['model']['lm_head.weight'] is fsdp['model']['transformer.wte.weight']  # tied, saved once
+    tied = fsdp['model']['lm_head.weight'], fsdp['model']['transformer.wte.weight']
+    assert tied[0].untyped_storage().data_ptr() == tied[1].untyped_storage().data_ptr()  # saved once, as DDP's
     assert fsdp['optimizer']['param_groups'] == ddp['optimizer']['param_groups']  # numbered 0..n-1 in order
     assert list(fsdp['optimizer']['state']) == list(ddp['optimizer']['state']) == list(range(15))
     assert all(t.shape == ddp['optimizer']['state'][i][k].shape and type(t) is torch.Tensor
@@ -101,3 +110,13 @@ def test_fsdp_needs_equal_evaluation_work_in_every_process(char_data_root, tmp_p
     assert proc.returncode != 0
     assert "error: fsdp=True needs the processes to run equally many evaluation batches: use an eval_iters that " \
            "is a multiple of 2 (not 3), and --hellaswag=False" in proc.stderr
+
+
+def test_fsdp_process_needs_at_most_0_6_of_ddp_memory(tmp_path):
+    # 43M weights in 6 Blocks, a character vocabulary: weights, gradients and AdamW state are most of the memory.
+    # DDP holds 20 bytes a weight (weights, gradients, its gradient buckets, AdamW's two); FSDP on 2 processes half
+    # of the 16 without buckets, and one or two Blocks whole while they run. 'above start' leaves out the torch
+    # libraries (0.26 GB), which both have.
+    proc = run_script('bench_memory.py', '--n_layer=6', '--n_head=12', '--n_embd=768', '--vocab_size=65', cwd=tmp_path)
+    ratio = float(re.search(r"^fsdp/ddp training peak: [\d.]+, above start: ([\d.]+)$", proc.stdout, re.M).group(1))
+    assert ratio <= 0.6, proc.stdout

@@ -6,6 +6,7 @@ import tiktoken
 import torch
 from conftest import run_script
 
+from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 
 SEPARATOR = "\n---------------\n"
@@ -56,9 +57,14 @@ def spelling_model(text, favour_padded_ids=False):
     return model
 
 
+# the lines that can come last before the samples: the tokenizer's, the model's size, the note on a long prompt
+LAST_LINES = re.compile(r"(?:meta\.pkl\.\.\.|GPT-2 encodings\.\.\.|saved in [^\n]*\.\.\.|number of parameters: [\d.]+M"
+                        r"|\(its block_size\))\n")
+
+
 def samples(stdout):
-    """The samples printed, without the lines before them (config, tokenizer, prompt notes)."""
-    body = re.split(r"(?:meta\.pkl\.\.\.|GPT-2 encodings\.\.\.|\(its block_size\))\n", stdout)[-1]
+    """The samples printed, without the lines before them (config, tokenizer, model, prompt notes)."""
+    body = LAST_LINES.split(stdout)[-1]
     assert body.endswith(SEPARATOR)
     return body[:-len(SEPARATOR)].split(SEPARATOR)
 
@@ -132,6 +138,23 @@ def test_generation_runs_past_block_size(tmp_path, char_data_root):
     assert len(samples(proc.stdout)[0]) == 70
 
 
+def test_top_k_none_keeps_every_token(tmp_path, char_data_root):
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
+    args = (f"--out_dir={out_dir}", "--temperature=3.0", "--num_samples=2", "--max_new_tokens=60")
+    every_token = samples(run_sample(*args, "--top_k=None", cwd=char_data_root).stdout)
+    assert every_token == samples(run_sample(*args, "--top_k=65", cwd=char_data_root).stdout)  # all 65 characters
+    assert every_token != samples(run_sample(*args, "--top_k=3", cwd=char_data_root).stdout)
+
+
+@pytest.mark.parametrize("dtype, temperature", [("float16", 1e-6), ("float32", 1e-45)])
+def test_a_tiny_temperature_samples_the_most_likely_tokens(dtype, temperature, tmp_path, char_data_root):
+    # logits / temperature overflow to inf: sampling must still give the greedy tokens, not fail
+    out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
+    args = (f"--out_dir={out_dir}", f"--dtype={dtype}", "--num_samples=1", "--max_new_tokens=30")
+    tiny = samples(run_sample(*args, f"--temperature={temperature}", cwd=char_data_root).stdout)
+    assert tiny == samples(run_sample(*args, "--temperature=0", cwd=char_data_root).stdout)
+
+
 # ---------------------------------------------------------------------------- GPT-2 BPE
 
 def test_bpe_checkpoint_without_meta_samples_gpt2_tokens(tmp_path):
@@ -141,8 +164,14 @@ def test_bpe_checkpoint_without_meta_samples_gpt2_tokens(tmp_path):
     proc = run_sample(f"--out_dir={out_dir}", "--start=Hello, world", "--num_samples=2", "--max_new_tokens=20",
                       "--temperature=1.0", "--top_k=50304", cwd=tmp_path)
     assert "No meta.pkl found, assuming GPT-2 encodings..." in proc.stdout
-    texts = samples(proc.stdout)
-    assert len(texts) == 2 and all(t.startswith("Hello, world") and len(t) > len("Hello, world") for t in texts)
+    # the same draws in this process: sample.py seeds before it builds the model, whose initialisation draws too
+    enc = tiktoken.get_encoding("gpt2")
+    torch.manual_seed(1337)
+    model = model_from_checkpoint(load_checkpoint(str(out_dir / "ckpt.pt")), "ckpt.pt").eval()
+    prompt = torch.tensor([enc.encode("Hello, world")])
+    expected = [enc.decode(model.generate(prompt, 20, temperature=1.0, top_k=50304, vocab_limit=50257)[0].tolist())
+                for _ in range(2)]
+    assert samples(proc.stdout) == expected and expected[0] != expected[1]
 
 
 def test_bpe_stream_prints_whole_characters_split_across_tokens(tmp_path):
@@ -166,9 +195,11 @@ def test_samples_from_a_directory_saved_by_transformers(tmp_path):
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=32)).save_pretrained(tmp_path / "hf")
     proc = run_sample(f"--init_from={tmp_path / 'hf'}", "--start=Hello", "--num_samples=1", "--max_new_tokens=5",
-                      cwd=tmp_path)
-    [text] = samples(proc.stdout)
-    assert text.startswith("Hello") and len(text) > len("Hello")
+                      "--temperature=0", cwd=tmp_path)
+    hf = GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    prompt = torch.tensor([tiktoken.get_encoding("gpt2").encode("Hello")])
+    greedy = hf.generate(prompt, max_new_tokens=5, do_sample=False, attention_mask=torch.ones_like(prompt))
+    assert samples(proc.stdout) == [tiktoken.get_encoding("gpt2").decode(greedy[0].tolist())]
 
 
 # ---------------------------------------------------------------------------- errors
@@ -193,6 +224,10 @@ ERRORS = {
     'negative_temperature': ("--temperature=-1", "temperature=-1.0 must be >= 0"),
     'top_p_out_of_range': ("--top_p=1.5", "top_p=1.5 must be in (0, 1]"),
     'unknown_init_from': ("--init_from=gpt3", "'gpt3' is neither a GPT-2 model name"),
+    'negative_max_new_tokens': ("--max_new_tokens=-5", "max_new_tokens=-5 must be at least 1"),
+    'negative_num_samples': ("--num_samples=-1", "num_samples=-1 must be at least 1"),
+    'top_k_zero': ("--top_k=0", "top_k=0 must be a whole number of at least 1, or None to keep every token"),
+    'top_k_not_a_number': ("--top_k=all", "top_k='all' must be a whole number of at least 1, or None"),
 }
 
 
@@ -200,8 +235,8 @@ ERRORS = {
 def test_user_error_is_one_line_without_traceback(case, tmp_path, char_data_root):
     arg, message = ERRORS[case]
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
-    # the last --out_dir given wins
-    proc = run_sample(f"--out_dir={out_dir}", arg, "--num_samples=1", "--max_new_tokens=5", cwd=char_data_root,
+    # the last value given wins
+    proc = run_sample(f"--out_dir={out_dir}", "--num_samples=1", "--max_new_tokens=5", arg, cwd=char_data_root,
                       check=False)
     assert_user_error(proc, message)
 
@@ -210,4 +245,30 @@ def test_char_checkpoint_away_from_its_meta_pkl_says_where_to_run(tmp_path):
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
     proc = run_sample(f"--out_dir={out_dir}", cwd=tmp_path, check=False)  # no data/shakespeare_char/ here
     assert_user_error(proc, "the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
-                            "run sample.py in the directory that holds data/shakespeare_char/meta.pkl")
+                            "run it in the directory that holds data/shakespeare_char/meta.pkl")
+
+
+# ---------------------------------------------------------------------------- offline
+
+BLOCKED_NETWORK = dict(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="",
+                       HF_HUB_OFFLINE="", TRANSFORMERS_OFFLINE="")
+
+
+def test_gpt2_weights_offline_fail_in_one_line_naming_the_local_ways(tmp_path):
+    proc = run_script("sample.py", "--init_from=gpt2", "--device=cpu", cwd=tmp_path, check=False, timeout=120,
+                      env=dict(HF_HOME=str(tmp_path / "empty_hf_home"), **BLOCKED_NETWORK))
+    assert_user_error(proc, "init_from='gpt2': cannot download gpt2's weights from the Hugging Face Hub (")
+    assert_user_error(proc, "); offline, run GPT2LMHeadModel.from_pretrained('gpt2').save_pretrained('gpt2') on a "
+                            "machine with network, copy that directory here and pass its path as init_from, or copy "
+                            "that machine's Hugging Face cache (~/.cache/huggingface, or $HF_HOME) here")
+
+
+def test_bpe_checkpoint_without_tiktoken_cache_offline_fails_in_one_line_before_building_the_model(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=50304))
+    out_dir = write_checkpoint(tmp_path / "out", model, "openwebtext")
+    (tmp_path / "empty_cache").mkdir()
+    proc = run_script("sample.py", f"--out_dir={out_dir}", "--device=cpu", cwd=tmp_path, check=False, timeout=120,
+                      env=dict(TIKTOKEN_CACHE_DIR=str(tmp_path / "empty_cache"), **BLOCKED_NETWORK))
+    assert_user_error(proc, "cannot download GPT-2's BPE files vocab.bpe and encoder.json")
+    assert "set TIKTOKEN_CACHE_DIR" in proc.stderr and "number of parameters" not in proc.stdout

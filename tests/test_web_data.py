@@ -111,6 +111,26 @@ def test_output_does_not_depend_on_num_proc(tmp_path):
     assert len(tokens(tmp_path / "one" / "val.bin")) > 0
 
 
+def test_a_large_row_group_is_cut_and_small_ones_joined_into_ranges_without_changing_the_output(tmp_path):
+    from corpus import TASK_BYTES, row_ranges
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    large = [text[i:i + 2000] for i in range(0, len(text) - 2000, 1000)]  # 2.2 MB of distinct texts, one row group
+    path = tmp_path / "src" / "a.parquet"
+    path.parent.mkdir()
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as writer:
+        writer.write_table(pa.table({"text": large}), row_group_size=len(large))
+        for k in range(0, len(DOCS), 2):
+            writer.write_table(pa.table({"text": DOCS[k:k + 2]}))  # a row group of two documents, four times
+    pieces = -(-pq.ParquetFile(path).metadata.row_group(0).column(0).total_uncompressed_size // TASK_BYTES)
+    cuts = [len(large) * k // pieces for k in range(pieces)]
+    assert pieces == 3
+    # the large group in 3 pieces; the small groups joined to its last piece
+    assert row_ranges(pq.ParquetFile(path), "text") == list(zip(cuts, cuts[1:])) + [(cuts[-1], len(large) + len(DOCS))]
+    prepare(FINEWEB, tmp_path / "out", "--data_files", path, "--num_proc", 2, "--val_every", 10**9)
+    assert tokens(tmp_path / "out" / "val.bin") == gpt2_ids(large[:1])
+    assert tokens(tmp_path / "out" / "train.bin") == gpt2_ids(large[1:] + DOCS)
+
+
 # ---------------------------------------------------------------------------- resuming
 
 def wait_until(condition, timeout=120):
@@ -121,7 +141,7 @@ def wait_until(condition, timeout=120):
 
 
 def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identical(tmp_path):
-    src = shakespeare_shards(tmp_path / "src", num_files=5, docs_per_file=1100)
+    src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=2000)  # ~2 MB of text: 2 ranges a file
     args = ["--data_files", src, "--num_proc", 1, "--val_every", 50]
     prepare(FINEWEB, tmp_path / "whole", *args)
 
@@ -130,19 +150,19 @@ def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identica
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = out / "prepare_progress.json"
 
-    def third_file_under_way():  # two files recorded done, and tokens of the third already in train.bin.partial
+    def second_file_under_way():  # one file recorded done, and tokens of the second already in train.bin.partial
         try:
             state = json.loads(progress.read_text())
-            return state["done"] == 2 and (out / "train.bin.partial").stat().st_size > 2 * state["tokens"]["train"]
+            return state["done"] == 1 and (out / "train.bin.partial").stat().st_size > 2 * state["tokens"]["train"]
         except (OSError, ValueError):
             return False
-    wait_until(lambda: third_file_under_way() or proc.poll() is not None)
+    wait_until(lambda: second_file_under_way() or proc.poll() is not None)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed mid-way"
     assert not (out / "train.bin").exists() and not (out / "val.bin").exists()
 
     result = prepare(FINEWEB, out, *args)
-    assert "going on from" in result.stdout and "2 of 5 source files done" in result.stdout
+    assert "going on from" in result.stdout and "1 of 3 source files done" in result.stdout
     assert outputs(out) == outputs(tmp_path / "whole")
     assert sorted(p.name for p in out.iterdir()) == ["train.bin", "val.bin"]
 
@@ -311,7 +331,7 @@ def test_a_full_disk_stops_with_one_line_and_the_same_command_then_finishes(tmp_
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
     result = run(FINEWEB, out, *args, preexec_fn=limit_file_size)
     assert_one_error_line(result, f"cannot write to {out}: File too large; free some space and run the same "
-                                  f"command again: it goes on from source file")
+                                  f"command again: it goes on from the last finished source file")
     assert not (out / "train.bin").exists()
     prepare(FINEWEB, out, *args)
     assert outputs(out) == outputs(tmp_path / "whole")

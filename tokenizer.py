@@ -1,6 +1,7 @@
 """Text to token ids and back: a dataset's character vocabulary (its meta.pkl), GPT-2's BPE, or a tokenizer saved
 by transformers (export.py saves each model's); and each of the first two saved for transformers."""
 
+import json
 import os
 import pickle
 
@@ -177,3 +178,10 @@ class Tokenizer:
         # clean_up_tokenization_spaces=False: decode would otherwise drop the space in " ." and " n't"
         PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=model_max_length,
                                 clean_up_tokenization_spaces=False, **special_tokens).save_pretrained(directory)
+        # transformers 5 names the class TokenizersBackend, which transformers 4 (vLLM, older pipelines) does not
+        # know; both load it as PreTrainedTokenizerFast
+        config_path = os.path.join(directory, 'tokenizer_config.json')
+        with open(config_path) as f:
+            tokenizer_config = json.load(f)
+        with open(config_path, 'w') as f:
+            json.dump({**tokenizer_config, 'tokenizer_class': 'PreTrainedTokenizerFast'}, f, indent=2)

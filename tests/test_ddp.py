@@ -16,6 +16,7 @@ from checkpoint import load_checkpoint
 from conftest import REPO
 from test_train import TINY, eval_losses, iter_losses, read_log, train
 
+pytestmark = pytest.mark.slow  # torchrun runs: several processes of a few seconds each
 # the same global batch of 2 x 4 rows: 2 micro-steps of one process, or 1 micro-step in each of 2 processes
 ARGS = ['--gradient_accumulation_steps=2', '--max_iters=6', '--eval_interval=3']
 
@@ -132,7 +133,7 @@ def test_sigterm_to_one_process_stops_all_with_a_checkpoint(char_data_root, tmp_
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]  # torchrun: every process exited 0
     last = max(iter_losses(read_log(tmp_path)))
-    assert f"saving checkpoint to {tmp_path} (stopped by another process, iter {last + 1}" in stdout
+    assert f"saving checkpoint to {tmp_path / 'ckpt.pt'} (stopped by another process, iter {last + 1}" in stdout
     assert f"stopped at iter {last + 1}; to go on: python train.py" in stdout
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == last + 1
 
@@ -143,7 +144,7 @@ def test_sigterm_to_torchrun_stops_all_with_a_checkpoint(char_data_root, tmp_pat
     stdout, stderr = proc.communicate(timeout=120)
     # torchrun itself reports the signal it got with exit code 1; the training processes stopped cleanly
     last = max(iter_losses(read_log(tmp_path)))
-    assert f"saving checkpoint to {tmp_path} (stopped by SIGTERM, iter {last + 1}" in stdout
+    assert f"saving checkpoint to {tmp_path / 'ckpt.pt'} (stopped by SIGTERM, iter {last + 1}" in stdout
     assert f"stopped at iter {last + 1}; to go on" in stdout
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == last + 1
 

@@ -76,6 +76,8 @@ def test_export_holds_safetensors_config_tokenizer_and_card(char_export, bpe_exp
     for hf_dir in (char_export[1], bpe_export[1]):
         assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "README.md"} \
             <= set(os.listdir(hf_dir))
+        # a class that transformers 4 knows too (5 writes TokenizersBackend)
+        assert json.loads((hf_dir / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
     char_config = json.loads((char_export[1] / "config.json").read_text())
     bpe_config = json.loads((bpe_export[1] / "config.json").read_text())
     shape = ("vocab_size", "n_positions", "activation_function")

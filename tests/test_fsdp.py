@@ -64,6 +64,16 @@ def test_compiled_fsdp_gives_the_losses_and_weights_of_compiled_ddp(char_data_ro
     assert_close_runs(tmp_path / 'fsdp', tmp_path / 'ddp')
 
 
+def test_fsdp_float16_steps_through_the_grad_scaler(char_data_root, tmp_path):
+    # FSDP computes in float16 (its MixedPrecisionPolicy); the first step's scaled gradients overflow, every process
+    # skips it (DTensor gradients: the overflow check covers all shards) and halves the scale, and training goes on
+    torchrun(char_data_root, tmp_path, *ARGS, '--fsdp=True', '--dtype=float16')
+    checkpoint = load_checkpoint(tmp_path / 'ckpt.pt')
+    assert checkpoint['scaler']['scale'] == 2.0 ** 15  # from 2 ** 16
+    losses = iter_losses(read_log(tmp_path))
+    assert losses[5] < losses[1] - 0.3
+
+
 def test_fsdp_checkpoint_is_a_single_process_checkpoint(runs):
     # DDP's checkpoint holds process 0's own state dicts: what one process saves
     fsdp, ddp = load_checkpoint(runs / 'fsdp' / 'ckpt.pt'), load_checkpoint(runs / 'ddp' / 'ckpt.pt')

@@ -6,7 +6,8 @@ Text to training data: GPT-2 ids as uint16, each document closed by <|endoftext|
 - prepare_parquet: the web datasets' job (data/fineweb, data/openwebtext). Parquet files, from the Hugging Face
   Hub one at a time or from local --data_files, go to train.bin and val.bin. Progress is recorded after each
   source file, so a killed run goes on from there with the same command and ends byte for byte as an
-  uninterrupted one.
+  uninterrupted one. Each worker reads its own row ranges of the files (about TASK_BYTES of text each) and hands
+  back ids alone; the main process only writes them, in order.
 """
 
 import argparse

@@ -2,7 +2,11 @@
 with and without the KV cache."""
 import re
 
+import pytest
+
 from conftest import run_script
+
+pytestmark = pytest.mark.slow  # every test starts bench.py: a few seconds each
 
 TINY = ("--device=cpu", "--compile=False", "--n_layer=2", "--n_head=2", "--n_embd=32")
 TRAIN = (*TINY, "--block_size=32", "--batch_size=4", "--burn_in_iters=2", "--timed_iters=3")

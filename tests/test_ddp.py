@@ -1,5 +1,6 @@
 """train.py under a real `torchrun --standalone --nproc_per_node=2` on CPU (gloo): the same training as one process
-with the same global batch, and a graceful stop of all processes together."""
+with the same global batch, the check that the processes' weights stay equal, a graceful stop of all processes
+together, and a stuck process that the others give up on after dist_timeout."""
 
 import os
 import re
@@ -71,6 +72,7 @@ def test_processes_keep_identical_weights(runs):
     assert proc.stdout.count("weights identical on all 2 processes") == 2  # at iters 3 and 6
 
 
+@pytest.mark.slow  # a torchrun of its own
 def test_weight_check_finds_one_element_that_differs_by_one_float32_step():
     proc = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                            str(REPO / 'tests' / 'differing_weights.py'), str(REPO)],

@@ -196,6 +196,7 @@ def test_empty_named_file_is_an_error(tmp_path):
 NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "no_proxy": "", "NO_PROXY": ""}
 
 
+@pytest.mark.slow
 def test_failed_download_says_where_to_put_the_file(tmp_path):
     proc = run_script("eval_hellaswag.py", "--device=cpu", cwd=tmp_path, env=NO_NETWORK, check=False, timeout=60)
     assert proc.returncode == 1
@@ -205,6 +206,7 @@ def test_failed_download_says_where_to_put_the_file(tmp_path):
     assert os.listdir(tmp_path / "data" / "hellaswag") == []
 
 
+@pytest.mark.slow
 def test_mistyped_file_on_the_command_line_is_a_one_line_error(tmp_path):
     proc = run_script("eval_hellaswag.py", "--device=cpu", f"--hellaswag_file={tmp_path / 'typo.jsonl'}",
                       cwd=tmp_path, env=NO_NETWORK, check=False, timeout=60)
@@ -222,6 +224,7 @@ def checkpoint_dir(tmp_path_factory, model):
     return out_dir
 
 
+@pytest.mark.slow
 def test_cli_evaluates_a_checkpoint(model, checkpoint_dir, hellaswag_file):
     proc = run_script("eval_hellaswag.py", "--init_from=resume", f"--out_dir={checkpoint_dir}",
                       f"--hellaswag_file={hellaswag_file}", "--device=cpu", "--max_examples=3", timeout=120)
@@ -247,6 +250,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_ranks_share_the_examples_and_sum_their_counts(model, checkpoint_dir, hellaswag_file, tmp_path):
     script = tmp_path / "hellaswag_ddp.py"
     script.write_text(DISTRIBUTED_SCRIPT)

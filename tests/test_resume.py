@@ -38,6 +38,7 @@ def logged_iters(out_dir):
         return []
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_gives_bit_identical_losses_and_weights(char_data_root, tmp_path):
     train(char_data_root, tmp_path / 'whole', *ARGS)
 
@@ -64,6 +65,7 @@ def test_kill9_then_resume_gives_bit_identical_losses_and_weights(char_data_root
                for i in a['optimizer']['state'])
 
 
+@pytest.mark.slow
 def test_kill_during_checkpoint_write_leaves_a_loadable_checkpoint(char_data_root, tmp_path):
     # a model of 13M parameters: a checkpoint of 150 MB takes a while to write
     args = ['--n_layer=4', '--n_head=4', '--n_embd=512', '--block_size=8', '--batch_size=1', '--eval_interval=1',
@@ -88,6 +90,7 @@ def test_kill_during_checkpoint_write_leaves_a_loadable_checkpoint(char_data_roo
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_signal_stops_with_checkpoint_and_exit_0(sig, char_data_root, tmp_path):
     proc = start(char_data_root, tmp_path, '--max_iters=100000', '--eval_interval=1000')
     wait_for(proc, lambda: max(logged_iters(tmp_path), default=0) >= 3)

@@ -88,6 +88,7 @@ def assert_char_samples(stdout, num_samples, max_new_tokens):
         assert set(text) <= SHAKESPEARE_CHARS
 
 
+@pytest.mark.slow
 def test_samples_from_a_char_checkpoint_written_by_train_py(tmp_path, char_data_root):
     run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--n_layer=2",
                "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1",
@@ -105,6 +106,7 @@ def test_samples_from_a_char_checkpoint_written_by_nanogpt(tmp_path, char_data_r
     assert_char_samples(proc.stdout, num_samples=3, max_new_tokens=40)
 
 
+@pytest.mark.slow
 def test_orig_mod_prefixed_checkpoint_samples_the_same_text(tmp_path, char_data_root):
     plain = write_checkpoint(tmp_path / "plain", char_model(), "shakespeare_char")
     compiled = write_checkpoint(tmp_path / "compiled", char_model(), "shakespeare_char", prefix="_orig_mod.")
@@ -113,6 +115,7 @@ def test_orig_mod_prefixed_checkpoint_samples_the_same_text(tmp_path, char_data_
         samples(run_sample(f"--out_dir={compiled}", *args, cwd=char_data_root).stdout)
 
 
+@pytest.mark.slow
 def test_file_prompt_is_read_from_the_file(tmp_path, char_data_root):
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
     prompt = tmp_path / "prompt.txt"
@@ -123,6 +126,7 @@ def test_file_prompt_is_read_from_the_file(tmp_path, char_data_root):
     assert text.startswith(prompt.read_text(encoding="utf-8")) and len(text) == len(prompt.read_text()) + 10
 
 
+@pytest.mark.slow
 def test_temperature_zero_gives_the_same_text_every_time(tmp_path, char_data_root):
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
     args = (f"--out_dir={out_dir}", "--temperature=0", "--num_samples=2", "--max_new_tokens=40")
@@ -130,6 +134,7 @@ def test_temperature_zero_gives_the_same_text_every_time(tmp_path, char_data_roo
     assert first == second
 
 
+@pytest.mark.slow
 def test_generation_runs_past_block_size(tmp_path, char_data_root):
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")  # block_size 32
     proc = run_sample(f"--out_dir={out_dir}", "--start=" + "a" * 40, "--num_samples=1", "--max_new_tokens=30",
@@ -138,6 +143,7 @@ def test_generation_runs_past_block_size(tmp_path, char_data_root):
     assert len(samples(proc.stdout)[0]) == 70
 
 
+@pytest.mark.slow
 def test_top_k_none_keeps_every_token(tmp_path, char_data_root):
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
     args = (f"--out_dir={out_dir}", "--temperature=3.0", "--num_samples=2", "--max_new_tokens=60")
@@ -147,6 +153,7 @@ def test_top_k_none_keeps_every_token(tmp_path, char_data_root):
 
 
 @pytest.mark.parametrize("dtype, temperature", [("float16", 1e-6), ("float32", 1e-45)])
+@pytest.mark.slow
 def test_a_tiny_temperature_samples_the_most_likely_tokens(dtype, temperature, tmp_path, char_data_root):
     # logits / temperature overflow to inf: sampling must still give the greedy tokens, not fail
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
@@ -157,6 +164,7 @@ def test_a_tiny_temperature_samples_the_most_likely_tokens(dtype, temperature, t
 
 # ---------------------------------------------------------------------------- GPT-2 BPE
 
+@pytest.mark.slow
 def test_bpe_checkpoint_without_meta_samples_gpt2_tokens(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=50304))
@@ -174,6 +182,7 @@ def test_bpe_checkpoint_without_meta_samples_gpt2_tokens(tmp_path):
     assert samples(proc.stdout) == expected and expected[0] != expected[1]
 
 
+@pytest.mark.slow
 def test_bpe_stream_prints_whole_characters_split_across_tokens(tmp_path):
     text = "é日😀"  # 2, 3 and 4 UTF-8 bytes, each byte its own token
     out_dir = write_checkpoint(tmp_path / "out", spelling_model(text), "openwebtext")
@@ -182,6 +191,7 @@ def test_bpe_stream_prints_whole_characters_split_across_tokens(tmp_path):
     assert samples(proc.stdout) == ["\n" + text]
 
 
+@pytest.mark.slow
 def test_padded_vocab_ids_are_never_sampled(tmp_path):
     text = "é日😀"
     out_dir = write_checkpoint(tmp_path / "out", spelling_model(text, favour_padded_ids=True), "openwebtext")
@@ -190,6 +200,7 @@ def test_padded_vocab_ids_are_never_sampled(tmp_path):
     assert samples(proc.stdout) == ["\n" + text]  # the best ids tiktoken knows, not the better padded ones
 
 
+@pytest.mark.slow
 def test_samples_from_a_directory_saved_by_transformers(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
     torch.manual_seed(0)
@@ -232,6 +243,7 @@ ERRORS = {
 
 
 @pytest.mark.parametrize("case", ERRORS)
+@pytest.mark.slow
 def test_user_error_is_one_line_without_traceback(case, tmp_path, char_data_root):
     arg, message = ERRORS[case]
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
@@ -241,6 +253,7 @@ def test_user_error_is_one_line_without_traceback(case, tmp_path, char_data_root
     assert_user_error(proc, message)
 
 
+@pytest.mark.slow
 def test_char_checkpoint_away_from_its_meta_pkl_says_where_to_run(tmp_path):
     out_dir = write_checkpoint(tmp_path / "out", char_model(), "shakespeare_char")
     proc = run_sample(f"--out_dir={out_dir}", cwd=tmp_path, check=False)  # no data/shakespeare_char/ here
@@ -254,6 +267,7 @@ BLOCKED_NETWORK = dict(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.
                        HF_HUB_OFFLINE="", TRANSFORMERS_OFFLINE="")
 
 
+@pytest.mark.slow
 def test_gpt2_weights_offline_fail_in_one_line_naming_the_local_ways(tmp_path):
     proc = run_script("sample.py", "--init_from=gpt2", "--device=cpu", cwd=tmp_path, check=False, timeout=120,
                       env=dict(HF_HOME=str(tmp_path / "empty_hf_home"), **BLOCKED_NETWORK))
@@ -263,6 +277,7 @@ def test_gpt2_weights_offline_fail_in_one_line_naming_the_local_ways(tmp_path):
                             "that machine's Hugging Face cache (~/.cache/huggingface, or $HF_HOME) here")
 
 
+@pytest.mark.slow
 def test_bpe_checkpoint_without_tiktoken_cache_offline_fails_in_one_line_before_building_the_model(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=50304))

@@ -56,6 +56,7 @@ def scratch(char_data_root, tmp_path_factory):
     return out_dir, proc
 
 
+@pytest.mark.slow
 def test_run_from_scratch_writes_checkpoint_of_last_iteration(scratch):
     out_dir, _ = scratch
     checkpoint = load_checkpoint(out_dir / 'ckpt.pt')
@@ -131,6 +132,7 @@ def test_lr_stays_at_min_lr_after_decay(scratch):
 
 # -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_iteration(char_data_root, scratch, tmp_path):
     out_dir = tmp_path / 'out'
     shutil.copytree(scratch[0], out_dir)
@@ -141,6 +143,7 @@ def test_resume_continues_from_the_saved_iteration(char_data_root, scratch, tmp_
     assert load_checkpoint(out_dir / 'ckpt.pt')['iter_num'] == 15
 
 
+@pytest.mark.slow
 def test_nanogpt_checkpoint_resumes(char_data_root, scratch, tmp_path):
     # what nanoGPT's train.py saves: a compiled model's keys, best_val_loss a tensor, no RNG, scaler or provenance
     ours = load_checkpoint(scratch[0] / 'ckpt.pt')
@@ -155,6 +158,7 @@ def test_nanogpt_checkpoint_resumes(char_data_root, scratch, tmp_path):
     assert load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 14
 
 
+@pytest.mark.slow
 def test_best_val_loss_is_never_overwritten_by_a_worse_one(char_data_root, tmp_path):
     # a learning rate of 1 makes every step worse; always_save_checkpoint still saves at each eval
     train(char_data_root, tmp_path, '--learning_rate=1.0', '--decay_lr=False', '--max_iters=3', '--eval_interval=1',
@@ -166,6 +170,7 @@ def test_best_val_loss_is_never_overwritten_by_a_worse_one(char_data_root, tmp_p
     assert checkpoint['best_val_loss'] == val[0]
 
 
+@pytest.mark.slow
 def test_without_always_save_ckpt_keeps_the_best_model_and_last_the_newest_state(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)  # ckpt.pt of iter 12, the best so far
     best = load_checkpoint(tmp_path / 'ckpt.pt')
@@ -187,6 +192,7 @@ def test_without_always_save_ckpt_keeps_the_best_model_and_last_the_newest_state
         assert load_checkpoint(tmp_path / 'last.pt')['iter_num'] == 20
 
 
+@pytest.mark.slow
 def test_checkpoint_interval_saves_between_evals(char_data_root, tmp_path):
     proc = train(char_data_root, tmp_path, '--max_iters=7', '--eval_interval=100', '--checkpoint_interval=3')
     saves = re.findall(r"^saving checkpoint to .*/(\S+) \((.*), iter (\d+)\)$", proc.stdout, re.M)
@@ -194,6 +200,7 @@ def test_checkpoint_interval_saves_between_evals(char_data_root, tmp_path):
                      ('ckpt.pt', 'val loss improved', '7')]
 
 
+@pytest.mark.slow
 def test_resume_keeps_the_checkpoints_model_shape_and_records_it(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
     proc = train(char_data_root, tmp_path, '--init_from=resume', '--max_iters=13', '--n_layer=3', '--block_size=16')
@@ -204,6 +211,7 @@ def test_resume_keeps_the_checkpoints_model_shape_and_records_it(char_data_root,
     assert [r for r in read_log(tmp_path) if 'provenance' in r][-1]['provenance']['config']['n_layer'] == 2
 
 
+@pytest.mark.slow
 def test_a_new_run_appends_to_the_log_of_its_out_dir(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
     before = (tmp_path / 'log.jsonl').read_text()
@@ -214,12 +222,14 @@ def test_a_new_run_appends_to_the_log_of_its_out_dir(char_data_root, scratch, tm
     assert len([r for r in records if 'provenance' in r]) == 3
 
 
+@pytest.mark.slow
 def test_compile_defaults_to_off_on_cpu(char_data_root, tmp_path):
     proc = train(char_data_root, tmp_path, '--max_iters=1', '--compile=None')
     assert "compiling the model" not in proc.stdout
     assert read_log(tmp_path)[0]['provenance']['config']['compile'] is None
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
     before = (tmp_path / 'ckpt.pt').read_bytes()
@@ -234,6 +244,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(char_data_root, sc
     assert (tmp_path / 'ckpt.pt').read_bytes() == before
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights_that_load_weights_only(char_data_root, scratch, tmp_path):
     proc = train(char_data_root, tmp_path, *SCRATCH_ARGS, '--max_iters=2', '--compile=True')
     assert "compiling the model" in proc.stdout
@@ -243,6 +254,7 @@ def test_compiled_model_trains_and_saves_plain_weights_that_load_weights_only(ch
     assert raw['model'].keys() == GPT(GPTConfig(**raw['model_args'])).state_dict().keys()
 
 
+@pytest.mark.slow
 def test_bfloat16_autocast_on_cpu(char_data_root, scratch, tmp_path):
     train(char_data_root, tmp_path, '--max_iters=1', '--dtype=bfloat16')
     fp32, bf16 = iter_losses(read_log(scratch[0]))[0], iter_losses(read_log(tmp_path))[0]  # same weights and batch
@@ -250,6 +262,7 @@ def test_bfloat16_autocast_on_cpu(char_data_root, scratch, tmp_path):
     assert bf16 == pytest.approx(fp32, abs=0.02)  # ...to about 3 significant digits
 
 
+@pytest.mark.slow
 def test_float16_trains_with_a_grad_scaler_on_cpu_as_on_cuda(char_data_root, tmp_path):
     train(char_data_root, tmp_path, '--max_iters=2', '--dtype=float16')
     scaler = load_checkpoint(tmp_path / 'ckpt.pt')['scaler']
@@ -279,6 +292,7 @@ def wandb_history(run_file):
     return rows
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_has_the_logged_metrics(char_data_root, tmp_path):
     (tmp_path / 'data').symlink_to(char_data_root / 'data')
     train(tmp_path, tmp_path / 'out', '--max_iters=2', '--eval_interval=2', '--wandb_log=True',
@@ -292,6 +306,7 @@ def test_wandb_offline_run_has_the_logged_metrics(char_data_root, tmp_path):
     assert [r['iter'] for r in rows if 'train/iter_loss' in r] == [0, 1]
 
 
+@pytest.mark.slow
 def test_finetune_from_local_gpt2_directory(char_data_root, tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel  # slow to import: only here
     torch.manual_seed(0)
@@ -307,6 +322,7 @@ def test_finetune_from_local_gpt2_directory(char_data_root, tmp_path):
     assert val[-1] < val[0] - 0.1
 
 
+@pytest.mark.slow
 def test_hellaswag_scored_at_every_eval(tmp_path):
     # a GPT-2 BPE dataset: HellaSwag needs GPT-2's vocabulary
     tokens = np.array(tiktoken.get_encoding('gpt2').encode(SHAKESPEARE.read_text()[:50000]), dtype=np.uint16)

@@ -117,6 +117,7 @@ ERRORS = {
 
 
 @pytest.mark.parametrize('case', ERRORS)
+@pytest.mark.slow
 def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, char_data_root, tmp_path):
     args, message = ERRORS[case]
     env = {}

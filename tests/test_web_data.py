@@ -103,6 +103,7 @@ def test_text_column_names_the_column(tmp_path):
     assert tokens(tmp_path / "out" / "train.bin") == gpt2_ids(DOCS[1:])
 
 
+@pytest.mark.slow
 def test_output_does_not_depend_on_num_proc(tmp_path):
     src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=700)
     prepare(FINEWEB, tmp_path / "one", "--data_files", src, "--num_proc", 1, "--val_every", 7)
@@ -140,6 +141,7 @@ def wait_until(condition, timeout=120):
         time.sleep(0.002)
 
 
+@pytest.mark.slow
 def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identical(tmp_path):
     src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=2000)  # ~2 MB of text: 2 ranges a file
     args = ["--data_files", src, "--num_proc", 1, "--val_every", 50]
@@ -319,6 +321,7 @@ def test_no_data_files_match(tmp_path):
     assert_one_error_line(run(FINEWEB, tmp_path / "out", "--data_files", tmp_path / "*.parquet"), "no files match")
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_the_same_command_then_finishes(tmp_path):
     # RLIMIT_FSIZE makes the kernel refuse writes past 200 kB (EFBIG), as a full disk refuses them (ENOSPC)
     src = shakespeare_shards(tmp_path / "src", num_files=4, docs_per_file=300)

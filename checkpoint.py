@@ -34,13 +34,14 @@ def save_checkpoint(checkpoint, path):
     write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
-def load_checkpoint(path, map_location='cpu'):
-    """Reads a checkpoint of ours or nanoGPT's, tensors and plain data only (no code is run).
+def load_checkpoint(path):
+    """Reads a checkpoint of ours or nanoGPT's to CPU, tensors and plain data only (no code is run).
     Model keys lose the '_orig_mod.' prefix that a torch.compile'd model's state dict has."""
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}; train one first or point --out_dir at the run's directory")
     try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        # mmap: the processes of a torchrun share the file's pages instead of each holding a copy
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
     except Exception as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot read checkpoint {path} ({reason}); it is truncated or not a checkpoint")

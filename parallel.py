@@ -9,9 +9,6 @@ from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_optimizer_state_dict
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hardware import PTDTYPE
@@ -56,6 +53,8 @@ def shard(model, device, dtype):
             on_device = tensor.to(device)
             dist.broadcast(on_device, src=0)
             tensor.copy_(on_device)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     mesh = init_device_mesh(device_type, (dist.get_world_size(),))
     policy = MixedPrecisionPolicy() if dtype == 'float32' else \
         MixedPrecisionPolicy(param_dtype=PTDTYPE[dtype], reduce_dtype=torch.float32)
@@ -79,7 +78,9 @@ def unwrap(model):
 
 
 def is_sharded(model):
-    return isinstance(unwrap(model), FSDPModule)
+    # FSDP is imported only by shard(): it takes seconds, which a run on one device need not wait for
+    fsdp = sys.modules.get('torch.distributed.fsdp')
+    return fsdp is not None and isinstance(unwrap(model), fsdp.FSDPModule)
 
 
 @contextmanager
@@ -109,6 +110,7 @@ def full_state(model, optimizer):
     model = unwrap(model)
     if not is_sharded(model):
         return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
     if not model_state: # not rank 0
@@ -131,6 +133,7 @@ def load_optimizer_state(model, optimizer, state):
     model = unwrap(model)
     if not is_sharded(model):
         return optimizer.load_state_dict(state)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
     names = parameter_names(model, optimizer)
     by_name = {
         'state': {names[i]: tensors for i, tensors in state['state'].items()},

@@ -108,7 +108,7 @@ def test_signal_stops_with_checkpoint_and_exit_0(sig, char_data_root, tmp_path):
 def test_second_sigint_stops_at_once_without_a_checkpoint(char_data_root, tmp_path):
     # evals of 2000 batches take seconds: a first SIGINT waits for the eval to end, a second does not
     proc = start(char_data_root, tmp_path, '--max_iters=100', '--eval_interval=3', '--eval_iters=2000')
-    wait_for(proc, lambda: 5 in logged_iters(tmp_path))  # the eval of iter 6 is under way
+    wait_for(proc, lambda: 5 in logged_iters(tmp_path), timeout=600)  # the eval of iter 6 is under way
     checkpoint = (tmp_path / 'ckpt.pt').read_bytes()  # of iter 3
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)

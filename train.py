@@ -15,8 +15,12 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1)
 
-Ctrl-C or SIGTERM stops the run after the current iteration with a checkpoint; --init_from=resume then goes on
-exactly as if it had never stopped. Metrics go to out_dir/log.jsonl, one JSON object a line.
+--fsdp=True shards the weights, gradients and AdamW state over the processes (FSDP2) instead of copying them (DDP).
+With torchrun --max-restarts=N, processes restarted after one died go on from the run's newest checkpoint.
+
+Ctrl-C or SIGTERM stops the run after the current iteration with a checkpoint (a second one stops at once);
+--init_from=resume then goes on exactly as if it had never stopped. checkpoint.py says what ckpt.pt and last.pt
+hold. Metrics go to out_dir/log.jsonl, one JSON object a line.
 """
 
 import json
@@ -33,12 +37,13 @@ import torch.distributed as dist
 
 import hardware
 import parallel
-from provenance import device_name, git_commit
 from checkpoint import (CKPT, LAST, load_checkpoint, model_from_checkpoint, resume_path, rng_state, save_checkpoint,
                         set_rng_state)
 from configurator import UserError, configure
 from dataloader import check_dataset, get_batch
+from eval_hellaswag import DEFAULT_FILE as HELLASWAG_FILE, evaluate_hellaswag, load_examples
 from model import GPT, GPTConfig
+from provenance import device_name, git_commit
 from tokenizer import load_meta
 
 # -----------------------------------------------------------------------------
@@ -90,7 +95,7 @@ compile = None # use PyTorch 2.0 to compile the model to be faster; None: on CUD
 seed = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
 # evaluation on HellaSwag (eval_hellaswag.py) at every eval; needs a model with GPT-2's vocabulary
 hellaswag = False
-hellaswag_file = os.path.join('data', 'hellaswag', 'hellaswag_val.jsonl') # downloaded when absent
+hellaswag_file = HELLASWAG_FILE # downloaded when absent; a file named here instead must exist
 # -----------------------------------------------------------------------------
 config = configure(globals(), sys.argv[1:]) # overrides from command line or config file
 # -----------------------------------------------------------------------------
@@ -149,8 +154,6 @@ if wandb_log:
         import wandb
     except ImportError:
         raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
-if hellaswag:
-    from eval_hellaswag import evaluate_hellaswag, load_examples
 
 # resuming: the model's shape is the checkpoint's, as in nanoGPT. A torchrun restart resumes the run's own checkpoint.
 checkpoint = None

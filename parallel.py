@@ -19,7 +19,19 @@ def init_process_group(backend, device, timeout, out_dir):
     stuck) fails, and a failed collective ends this process with one line saying what to do, and exit code 1."""
     if torch.device(device).type == 'cuda':
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+    timeout = datetime.timedelta(seconds=timeout)
+    restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))
+    if restart == 0:
+        dist.init_process_group(backend=backend, timeout=timeout)
+    else:
+        # torchrun's store outlives a restart, with the dead processes' addresses in it: without keys of their own,
+        # the new processes can read those and fail to connect to each other
+        rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
+        hosted_by_torchrun = os.environ.get('TORCHELASTIC_USE_AGENT_STORE') == 'True'
+        store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), world_size,
+                              is_master=rank == 0 and not hosted_by_torchrun, timeout=timeout)
+        dist.init_process_group(backend=backend, store=dist.PrefixStore(f'restart_{restart}', store), rank=rank,
+                                world_size=world_size, timeout=timeout)
     previous_hook = sys.excepthook # configurator's, which prints UserErrors
 
     def on_error(kind, error, traceback):
@@ -29,7 +41,7 @@ def init_process_group(backend, device, timeout, out_dir):
             return previous_hook(kind, error, traceback)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else kind.__name__
         print(f"error: process {dist.get_rank()} of {dist.get_world_size()}: another process died or did not answer "
-              f"within dist_timeout={timeout} s ({reason}); the last checkpoint in {out_dir} is kept: go on with "
+              f"within dist_timeout={timeout.total_seconds():g} s ({reason}); the last checkpoint in {out_dir} is kept: go on with "
               f"--init_from=resume, or start torchrun with --max-restarts=N to restart by itself", file=sys.stderr)
         sys.stderr.flush()
         sys.stdout.flush()

@@ -238,7 +238,9 @@ def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_p
     shutil.copytree(hf_dir, earlier)
     before = {name: (earlier / name).read_bytes() for name in os.listdir(earlier)}
     proc = subprocess.Popen([sys.executable, str(REPO / "export.py"), f"--out_dir={out_dir}", f"--hf_dir={earlier}"],
-                            cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            # a shell's background job starts with SIGINT ignored: give it Ctrl-C's usual meaning
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # the weights are written first; building GPT-2's tokenizer then takes seconds: interrupt in between
     deadline = time.time() + 120
     while not any((tmp_path / d / "model.safetensors").exists() for d in os.listdir(tmp_path) if ".tmp." in d):

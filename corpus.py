@@ -293,7 +293,7 @@ def row_ranges(f, text_column):
     """[start, end) row ranges that cover parquet file f in order, each about TASK_BYTES of text or less, from
     its metadata alone: small row groups are joined, large ones cut. An empty file has one empty range."""
     leaf = [f.schema.column(j).path for j in range(len(f.schema))].index(text_column)
-    ranges, start, size, group_start = [], 0, 0, 0
+    ranges, start, end, size, group_start = [], 0, 0, 0, 0
     for g in range(f.metadata.num_row_groups):
         group = f.metadata.row_group(g)
         pieces = max(1, -(-group.column(leaf).total_uncompressed_size // TASK_BYTES))

@@ -41,8 +41,9 @@ def init_process_group(backend, device, timeout, out_dir):
             return previous_hook(kind, error, traceback)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else kind.__name__
         print(f"error: process {dist.get_rank()} of {dist.get_world_size()}: another process died or did not answer "
-              f"within dist_timeout={timeout.total_seconds():g} s ({reason}); the last checkpoint in {out_dir} is kept: go on with "
-              f"--init_from=resume, or start torchrun with --max-restarts=N to restart by itself", file=sys.stderr)
+              f"within dist_timeout={timeout.total_seconds():g} s ({reason}); the last checkpoint in {out_dir} is "
+              f"kept: go on with --init_from=resume, or start torchrun with --max-restarts=N to restart by itself",
+              file=sys.stderr)
         sys.stderr.flush()
         sys.stdout.flush()
         os._exit(1) # not sys.exit: tearing down a process group whose peer is gone can hang

@@ -7,54 +7,55 @@ $ python bench.py --profile=True   # a torch.profiler trace in bench_log/ (chrom
 $ python bench.py --compare=True   # ours against nanoGPT's setup, timed in turns (a busy machine slows both alike)
 """
 
+import errors
+errors.install() # first: a Ctrl-C during the slow imports below ends in one line too
+
 import os
 import statistics
 import sys
 import time
+from typing import Literal
 
 import torch
 
 import hardware
-from configurator import UserError, configure
+from configurator import at_least, configure, optional
 from dataloader import check_dataset, get_batch
+from errors import UserError
 from model import GPT, GPTConfig
 from tokenizer import load_meta
 
 # -----------------------------------------------------------------------------
-mode = 'train' # 'train': time training iterations; 'sample': time generation with and without the KV cache
-device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'mps'
-dtype = None # 'float32', 'bfloat16' or 'float16'; None: the device's best (hardware.default_dtype)
-compile = True # use PyTorch 2.0 to compile the model to be faster; the compilation is in the untimed warm-up
-profile = False # use pytorch profiler (train mode), or just simple benchmarking?
-seed = 1337
+mode: Literal['train', 'sample'] = 'train' # 'train': time training iterations; 'sample': time generation with and without the KV cache
+device: str = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'mps'
+dtype: hardware.DTYPES = None # 'float32', 'bfloat16' or 'float16'; None: the device's best (hardware.default_dtype)
+compile: bool = True # use PyTorch 2.0 to compile the model to be faster; the compilation is in the untimed warm-up
+profile: bool = False # use pytorch profiler (train mode), or just simple benchmarking?
+seed: at_least(0) = 1337
 # the model: None picks GPT-2 124M, except for training on CPU, where it picks the model of nanoGPT's CPU
 # recipe (README: shakespeare_char, 4 layers of 128, block 64), whose iterations take ms, not minutes
-n_layer = None
-n_head = None
-n_embd = None
-block_size = None
-vocab_size = None # a dataset's meta.pkl sets it, as in train.py
-bias = False # train.py's default; GPT-2 itself has biases (--bias=True)
+n_layer: optional(at_least(1)) = None
+n_head: optional(at_least(1)) = None
+n_embd: optional(at_least(1)) = None
+block_size: optional(at_least(1)) = None
+vocab_size: optional(at_least(1)) = None # a dataset's meta.pkl sets it, as in train.py
+bias: bool = False # train.py's default; GPT-2 itself has biases (--bias=True)
 # train mode
-dataset = None # None: shakespeare_char for the CPU recipe, else openwebtext
-real_data = True # batches of data/<dataset>/train.bin (as train.py draws them) if it exists, else random tokens
-batch_size = 12
-burn_in_iters = 10 # untimed
-timed_iters = 20
-compare = False # also time nanoGPT's own setup (eager, for-each AdamW off CUDA) in turns with ours; prints the ratio
-rounds = 10 # with compare: turns of timed_iters for each
+dataset: optional(str) = None # None: shakespeare_char for the CPU recipe, else openwebtext
+real_data: bool = True # batches of data/<dataset>/train.bin (as train.py draws them) if it exists, else random tokens
+batch_size: at_least(1) = 12
+burn_in_iters: at_least(0) = 10 # untimed
+timed_iters: at_least(1) = 20
+compare: bool = False # also time nanoGPT's own setup (eager, for-each AdamW off CUDA) in turns with ours; prints the ratio
+rounds: at_least(1) = 10 # with compare: turns of timed_iters for each
 # sample mode
-prompt_tokens = 16
-max_new_tokens = 256
+prompt_tokens: at_least(1) = 16
+max_new_tokens: at_least(1) = 256
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 
-hardware.check_device(device)
-dtype = dtype or hardware.default_dtype(device) # after configure, so that --device=cpu gets float32
-hardware.check_dtype(device, dtype)
+dtype, ctx = hardware.setup(device, dtype)
 device_type = torch.device(device).type
-if mode not in ('train', 'sample'):
-    raise UserError(f"mode={mode!r} must be 'train' or 'sample'")
 if (profile or compare) and mode != 'train':
     raise UserError("profile=True and compare=True time training iterations; use them with --mode=train")
 if profile and compare:
@@ -66,15 +67,9 @@ n_embd = n_embd or (128 if cpu_recipe else 768)
 block_size = block_size or (64 if cpu_recipe else 1024)
 vocab_size = vocab_size or (65 if cpu_recipe else 50304) # shakespeare_char's characters; GPT-2's 50257, padded
 dataset = dataset or ('shakespeare_char' if cpu_recipe else 'openwebtext')
-for name in ('n_layer', 'n_head', 'n_embd', 'block_size', 'vocab_size', 'batch_size', 'timed_iters', 'prompt_tokens',
-             'max_new_tokens'):
-    if not isinstance(globals()[name], int) or globals()[name] < 1:
-        raise UserError(f"{name}={globals()[name]!r} must be a whole number, at least 1")
 
 torch.manual_seed(seed)
-torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
-torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
-ctx = hardware.autocast(device, dtype)
+torch.manual_seed(seed)
 
 # data loading init (train mode)
 data_dir = os.path.join('data', dataset)

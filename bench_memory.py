@@ -17,26 +17,27 @@ import os
 import resource
 import subprocess
 import sys
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 
 import parallel
-from configurator import configure
+from configurator import at_least, configure
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
-mode = 'both' # 'both' runs the two below, one torchrun each, and prints the table; 'ddp' or 'fsdp': one process's part
-nproc = 2
-device = 'cpu'
-dtype = 'float32'
-n_layer = 12 # 12 layers of 1024: 151M weights in the Blocks, 203M in all with the vocabulary below
-n_head = 16
-n_embd = 1024
-vocab_size = 50304
-block_size = 64
-batch_size = 1 # the activations are small next to weights, gradients and AdamW state: those are measured here
-iters = 2
+mode: Literal['both', 'ddp', 'fsdp'] = 'both' # 'both' runs the two below, one torchrun each, and prints the table; 'ddp' or 'fsdp': one process's part
+nproc: at_least(1) = 2
+device: str = 'cpu'
+dtype: str = 'float32'
+n_layer: at_least(1) = 12 # 12 layers of 1024: 151M weights in the Blocks, 203M in all with the vocabulary below
+n_head: at_least(1) = 16
+n_embd: at_least(1) = 1024
+vocab_size: at_least(1) = 50304
+block_size: at_least(1) = 64
+batch_size: at_least(1) = 1 # the activations are small next to weights, gradients and AdamW state: those are measured here
+iters: at_least(1) = 2
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 GiB = 2 ** 30

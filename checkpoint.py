@@ -1,14 +1,17 @@
-"""Training checkpoints on disk: written atomically, read safely, and a model built from one."""
+"""Training checkpoints on disk, written atomically and read safely, and the one place that turns init_from
+(scratch, resume, a GPT-2, a transformers directory) into a model, for train, sample, eval_hellaswag and export."""
 
 import os
 import random
+import time
 
 import numpy as np
 import torch
 
-from configurator import UserError
+from errors import UserError, first_line
 from fileio import write_atomically
-from model import GPT, GPTConfig
+from model import GPT, GPT2_MODELS, GPTConfig
+from tokenizer import model_tokenizer
 
 # ckpt.pt is nanoGPT's checkpoint, the model that sample.py reads: the latest one, or with
 # always_save_checkpoint=False the best on val. When the latest training state differs from it (between evals,
@@ -29,9 +32,26 @@ def resume_path(out_dir):
     return last if os.path.exists(last) else os.path.join(out_dir, CKPT)
 
 
-def save_checkpoint(checkpoint, path):
-    """Writes checkpoint to path atomically: a crash at any moment leaves the old checkpoint or the new one, whole."""
-    write_atomically(path, lambda f: torch.save(checkpoint, f))
+def save_checkpoint(checkpoint, path, advice):
+    """Writes checkpoint to path atomically: a crash at any moment leaves the old checkpoint or the new one, whole.
+    A full disk ends in one line, followed by advice (which checkpoint is kept)."""
+    write_atomically(path, lambda f: torch.save(checkpoint, f), advice)
+
+
+def set_aside(out_dir):
+    """Moves the checkpoints of an earlier run in out_dir into out_dir/earlier/<their time>/, so that a new run
+    never overwrites them; returns that folder, or None when there were none."""
+    paths = [os.path.join(out_dir, name) for name in (CKPT, LAST) if os.path.exists(os.path.join(out_dir, name))]
+    if not paths:
+        return None
+    stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(max(os.path.getmtime(p) for p in paths)))
+    folder = os.path.join(out_dir, 'earlier', stamp)
+    while os.path.exists(folder):
+        folder += '+'
+    os.makedirs(folder)
+    for path in paths:
+        os.rename(path, os.path.join(folder, os.path.basename(path)))
+    return folder
 
 
 def load_checkpoint(path):
@@ -40,15 +60,40 @@ def load_checkpoint(path):
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}; train one first or point --out_dir at the run's directory")
     try:
-        # mmap: the processes of a torchrun share the file's pages instead of each holding a copy
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        try:
+            # mmap: the processes of a torchrun share the file's pages instead of each holding a copy
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if 'mmap can only be used with files saved with' not in str(e):
+                raise
+            checkpoint = torch.load(path, map_location='cpu', weights_only=True) # torch's format before 1.6
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path} ({reason}); it is truncated or not a checkpoint")
-    if not isinstance(checkpoint, dict) or not {'model', 'model_args'} <= checkpoint.keys():
-        raise UserError(f"{path} is not a nanoGPT checkpoint: it has no 'model' and 'model_args'")
+        raise UserError(f"cannot read checkpoint {path} ({first_line(e)}); it is truncated or not a checkpoint"
+                        f"{beside_hint(path)}")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('model'), dict) \
+            or not isinstance(checkpoint.get('model_args'), dict):
+        raise UserError(f"{path} is not a nanoGPT checkpoint: it has no 'model' and 'model_args'{beside_hint(path)}")
     checkpoint['model'] = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()}
     return checkpoint
+
+
+def beside_hint(path):
+    """For a last.pt that cannot be read beside a ckpt.pt: how to resume from the ckpt.pt instead."""
+    directory, name = os.path.split(path)
+    if name != LAST or not os.path.exists(os.path.join(directory, CKPT)):
+        return ""
+    return f"; to resume from {os.path.join(directory, CKPT)} instead, move {path} away"
+
+
+TRAINING_STATE = ('optimizer', 'iter_num', 'best_val_loss')  # what resuming needs beyond the model
+
+
+def check_resumable(checkpoint, path):
+    """Raises a UserError unless checkpoint holds what training needs to go on."""
+    missing = [k for k in TRAINING_STATE if k not in checkpoint]
+    if missing:
+        raise UserError(f"{path} holds a model but not the training state to resume ({', '.join(missing)} missing); "
+                        f"start from it with --init_from=scratch and its weights, or train a new one")
 
 
 def model_from_checkpoint(checkpoint, path, **model_args):
@@ -56,14 +101,43 @@ def model_from_checkpoint(checkpoint, path, **model_args):
     model_args = {**checkpoint['model_args'], **model_args}
     try:
         model = GPT(GPTConfig(**model_args))
-    except (TypeError, ValueError) as e:
+    except Exception as e:  # a crafted model_args: unknown keys, wrong types, sizes that overflow
         raise UserError(f"{path} has model_args this model cannot take: {e}")
     try:
         model.load_state_dict(checkpoint['model'])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError) as e:
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UserError(f"the weights in {path} do not fit its model_args {model_args}: {detail}")
     return model
+
+
+def init_model(init_from, checkpoint=None, path=None, model_args=None, dropout=0.0):
+    """The GPT that init_from names: 'scratch', a new one of model_args; 'resume', the one in checkpoint (read from
+    path); 'gpt2' ... 'gpt2-xl', OpenAI's weights from the Hugging Face Hub; or a directory that transformers'
+    save_pretrained (or export.py) wrote. dropout replaces the one it was trained with."""
+    if init_from == 'resume':
+        return model_from_checkpoint(checkpoint, path, dropout=dropout)
+    if init_from == 'scratch':
+        return GPT(GPTConfig(**{**model_args, 'dropout': dropout}))
+    if init_from not in GPT2_MODELS and not os.path.isdir(init_from):
+        raise UserError(f"init_from={init_from!r} is not 'scratch', 'resume', a GPT-2 model "
+                        f"({', '.join(GPT2_MODELS)}) or a directory saved by transformers")
+    try:
+        return GPT.from_pretrained(init_from, dict(dropout=dropout))
+    except (ValueError, OSError) as e:
+        raise UserError(f"cannot load init_from={init_from!r}: {first_line(e)}")
+
+
+def load_model(init_from, out_dir):
+    """For sampling and evaluation: (model, tokenizer, checkpoint) of init_from, 'resume' reading the checkpoint
+    that model_path(out_dir) names and checkpoint None otherwise; the model in eval mode, on the CPU."""
+    checkpoint = path = None
+    if init_from == 'resume':
+        path = model_path(out_dir)
+        checkpoint = load_checkpoint(path)
+    model = init_model(init_from, checkpoint, path).eval()
+    directory = init_from if init_from != 'resume' and os.path.isdir(init_from) else None
+    return model, model_tokenizer(model.config.vocab_size, checkpoint=checkpoint, directory=directory), checkpoint
 
 
 def rng_state(device):

@@ -27,7 +27,7 @@ from multiprocessing import Pool
 import numpy as np
 from tqdm import tqdm
 
-from configurator import UserError
+from errors import UserError
 from fileio import write_atomically
 from tokenizer import gpt2_encoding
 

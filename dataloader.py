@@ -16,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from configurator import UserError
+from errors import UserError
 
 SPLITS = ('train', 'val')
 

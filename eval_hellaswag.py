@@ -16,11 +16,12 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, model_from_checkpoint, model_path
-from configurator import UserError, configure
+import errors
+import hardware
+from checkpoint import load_model
+from configurator import at_least, configure
+from errors import UserError
 from fileio import download, read_text
-from hardware import autocast, check_device, check_dtype, default_device, default_dtype
-from model import GPT
 from tokenizer import Tokenizer
 
 
@@ -119,39 +120,28 @@ def evaluate_hellaswag(model, examples, device, autocast_ctx, rank=0, world_size
 
 
 if __name__ == '__main__':
+    errors.install()
     # -----------------------------------------------------------------------------
-    init_from = 'resume'  # 'resume' (out_dir/ckpt.pt), a GPT-2 ('gpt2' ... 'gpt2-xl') or a transformers directory
-    out_dir = 'out'
-    hellaswag_file = DEFAULT_FILE  # downloaded when absent; a file named here instead must exist
-    max_examples = 0  # evaluate the first max_examples examples; 0: all 10,042
-    device = default_device()  # 'cpu', 'cuda', 'cuda:1', 'mps'
-    dtype = None  # 'float32', 'bfloat16' or 'float16'; None: the best the device supports
-    compile = False  # torch.compile the model: faster on a GPU after a slow start
+    init_from: str = 'resume'  # 'resume' (out_dir/ckpt.pt), a GPT-2 ('gpt2' ... 'gpt2-xl') or a transformers directory
+    out_dir: str = 'out'
+    hellaswag_file: str = DEFAULT_FILE  # downloaded when absent; a file named here instead must exist
+    max_examples: at_least(0) = 0  # evaluate the first max_examples examples; 0: all 10,042
+    device: str = hardware.default_device()  # 'cpu', 'cuda', 'cuda:1', 'mps'
+    dtype: hardware.DTYPES = None  # 'float32', 'bfloat16' or 'float16'; None: the best the device supports
+    compile: bool = False  # torch.compile the model: faster on a GPU after a slow start
     configure(globals(), sys.argv[1:])
     # -----------------------------------------------------------------------------
 
-    check_device(device)
-    dtype = dtype or default_dtype(device)
-    check_dtype(device, dtype)
-    if max_examples < 0:
-        raise UserError(f"max_examples={max_examples} must be 0 (all) or more")
-
+    dtype, ctx = hardware.setup(device, dtype)
     examples = load_examples(hellaswag_file)  # before the model, which can take long to load
     if max_examples:
         examples = examples[:max_examples]
 
-    if init_from == 'resume':
-        ckpt_path = model_path(out_dir)
-        model = model_from_checkpoint(load_checkpoint(ckpt_path), ckpt_path, dropout=0.0)
-    else:
-        try:
-            model = GPT.from_pretrained(init_from, dict(dropout=0.0))
-        except (ValueError, OSError) as e:
-            raise UserError(f"cannot load init_from={init_from!r}: {str(e).strip().splitlines()[0]}")
+    model, _, _ = load_model(init_from, out_dir)
     model.to(device)
     if compile:
         model = torch.compile(model, dynamic=True)  # every example has its own length: one graph for all
 
-    result = evaluate_hellaswag(model, examples, device, autocast(device, dtype))
+    result = evaluate_hellaswag(model, examples, device, ctx)
     print(f"HellaSwag on {result['n']} examples: acc_norm {result['acc_norm']:.4f} (lowest average per-token loss "
           f"of the ending), acc {result['acc']:.4f} (lowest summed loss)")

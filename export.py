@@ -9,6 +9,9 @@ The directory is written beside hf_dir and takes its place only once transformer
 same logits as our model.
 """
 
+import errors
+errors.install() # first: a Ctrl-C during the slow imports below ends in one line too
+
 import json
 import os
 import shutil
@@ -16,15 +19,15 @@ import sys
 
 import torch
 
-from checkpoint import load_checkpoint, model_from_checkpoint, model_path
-from configurator import UserError, configure
+from checkpoint import load_model, model_path
+from configurator import configure, optional
+from errors import UserError, first_line
 from model import CONV1D_WEIGHTS
-from tokenizer import model_tokenizer
 
 # -----------------------------------------------------------------------------
-out_dir = 'out' # the training run whose model to export
-hf_dir = None # the directory to write; None: <out_dir>/hf
-push_to_hub = None # e.g. 'your-name/my-gpt': also upload the export to this Hub repository (needs network, a login)
+out_dir: str = 'out' # the training run whose model to export
+hf_dir: optional(str) = None # the directory to write; None: <out_dir>/hf
+push_to_hub: optional(str) = None # e.g. 'your-name/my-gpt': also upload the export to this Hub repository (needs network, a login)
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 
@@ -38,9 +41,7 @@ if push_to_hub is not None:
         raise UserError(f"push_to_hub={push_to_hub!r} needs a Hugging Face token: run `hf auth login` or set HF_TOKEN")
 
 ckpt_path = model_path(out_dir)
-checkpoint = load_checkpoint(ckpt_path)
-tokenizer = model_tokenizer(checkpoint['model_args']['vocab_size'], checkpoint=checkpoint)
-model = model_from_checkpoint(checkpoint, ckpt_path).eval()
+model, tokenizer, checkpoint = load_model('resume', out_dir)
 config = checkpoint.get('config') or {}
 
 
@@ -170,7 +171,6 @@ if push_to_hub is not None:
         api.create_repo(push_to_hub, exist_ok=True)
         url = api.upload_folder(repo_id=push_to_hub, folder_path=hf_dir, commit_message=f"export of {ckpt_path}")
     except Exception as e: # no network, a bad token, a name that is not yours
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"the export is in {hf_dir}, but pushing it to the Hub repository {push_to_hub} failed "
-                        f"({reason}); try again with network and a valid login: hf upload {push_to_hub} {hf_dir}")
+                        f"({first_line(e)}); try again with network and a valid login: hf upload {push_to_hub} {hf_dir}")
     print(f"pushed to {url}")

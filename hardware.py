@@ -2,10 +2,11 @@
 
 import time
 from contextlib import nullcontext
+from typing import Literal
 
 import torch
 
-from configurator import UserError
+from errors import UserError
 
 
 def default_device():
@@ -58,14 +59,25 @@ def default_dtype(device):
 
 
 PTDTYPE = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+DTYPES = Literal['float32', 'bfloat16', 'float16', None]  # the dtype setting's values; None: default_dtype(device)
 
 
 def check_dtype(device, dtype):
-    if dtype not in PTDTYPE:
-        raise UserError(f"dtype={dtype!r} is not supported; use float32, bfloat16 or float16")
     if dtype == 'bfloat16' and device.startswith('cuda') and not cuda_has_bf16(device):
         raise UserError(f"{torch.cuda.get_device_name(device)} only emulates bfloat16, far slower than float16; "
                         f"use --dtype=float16")
+
+
+def setup(device, dtype):
+    """The prelude of every script that runs a model: checks device (and dtype; None picks the device's best),
+    lets float32 matmuls use TF32 on CUDA (nanoGPT's choice), and returns the dtype and the context for forward
+    passes in it (autocast; none for float32)."""
+    check_device(device)
+    dtype = dtype or default_dtype(device)
+    check_dtype(device, dtype)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    return dtype, autocast(device, dtype)
 
 
 def autocast(device, dtype):

@@ -135,6 +135,8 @@ class Block(nn.Module):
         return x
 
 
+GPT2_MODELS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') # OpenAI's, on the Hugging Face Hub
+
 # openai checkpoints use a "Conv1D" module, but we only want to use a vanilla Linear
 # this means that we have to transpose these weights when we import them (and when export.py exports ours)
 CONV1D_WEIGHTS = ('attn.c_attn.weight', 'attn.c_proj.weight', 'mlp.c_fc.weight', 'mlp.c_proj.weight')
@@ -251,7 +253,7 @@ class GPT(nn.Module):
         # only dropout can be overridden see more notes below
         if any(k != 'dropout' for k in override_args):
             raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
-        if not (name_or_path in {'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'} or os.path.isdir(name_or_path)):
+        if not (name_or_path in GPT2_MODELS or os.path.isdir(name_or_path)):
             raise ValueError(f"{name_or_path!r} is neither a GPT-2 model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl) "
                              "nor a directory saved by transformers")
         from transformers import GPT2LMHeadModel

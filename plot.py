@@ -12,7 +12,9 @@ import sys
 from matplotlib.figure import Figure  # not pyplot: draws to a file, no display or global state
 from matplotlib.ticker import EngFormatter, MaxNLocator
 
-from configurator import UserError, configure
+import errors
+from configurator import configure
+from errors import UserError, writing
 
 # (label, key in log.jsonl): the training loss every log_interval, then the estimates of each evaluation
 CURVES = [('train', 'loss'), ('train (eval)', 'train_loss'), ('val (eval)', 'val_loss')]
@@ -77,7 +79,8 @@ def loss_figure(curves):
 
 
 if __name__ == '__main__':
-    out_dir = 'out'  # the run's directory: reads log.jsonl there, writes loss.png there
+    errors.install()
+    out_dir: str = 'out'  # the run's directory: reads log.jsonl there, writes loss.png there
     configure(globals(), sys.argv[1:])
 
     log_path = os.path.join(out_dir, 'log.jsonl')
@@ -85,5 +88,6 @@ if __name__ == '__main__':
     if not curves:
         raise UserError(f"{log_path} has no losses yet; plot again once train.py has logged some")
     png_path = os.path.join(out_dir, 'loss.png')
-    loss_figure(curves).savefig(png_path, dpi=100)
+    with writing(png_path, "plot into another --out_dir"):
+        loss_figure(curves).savefig(png_path, dpi=100)
     print(f"wrote {png_path}")

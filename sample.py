@@ -5,6 +5,9 @@ $ python sample.py --init_from=gpt2-xl --start="What is the answer to life, the 
 Each sample is printed token by token as it is generated.
 """
 
+import errors
+errors.install() # first: a Ctrl-C during the slow imports below ends in one line too
+
 import codecs
 import os
 import sys
@@ -12,71 +15,44 @@ import sys
 import torch
 
 import hardware
-from checkpoint import load_checkpoint, model_from_checkpoint, model_path
-from configurator import UserError, configure
-from model import GPT
-from tokenizer import model_tokenizer
+from checkpoint import load_model
+from configurator import at_least, between, configure, optional
+from errors import UserError
 
 # -----------------------------------------------------------------------------
-init_from = 'resume' # 'resume' (from an out_dir), a gpt2 variant (e.g. 'gpt2-xl') or a directory saved by transformers
-out_dir = 'out' # ignored if init_from is not 'resume'
-start = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
-num_samples = 10 # number of samples to draw
-max_new_tokens = 500 # number of tokens generated in each sample
-temperature = 0.8 # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0 = always the most likely token
-top_k = 200 # retain only the top_k most likely tokens, clamp others to have 0 probability; None keeps every token
-top_p = None # or e.g. 0.9: retain the fewest most likely tokens whose probabilities add up to top_p
-seed = 1337
-device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'mps'
-dtype = None # 'float32', 'bfloat16' or 'float16'; None: the device's best (hardware.default_dtype)
-compile = False # use PyTorch 2.0 to compile the model to be faster
-configure(globals(), sys.argv[1:], unchecked=['top_k']) # an int, or None (checked below)
+init_from: str = 'resume' # 'resume' (from an out_dir), a gpt2 variant (e.g. 'gpt2-xl') or a directory saved by transformers
+out_dir: str = 'out' # ignored if init_from is not 'resume'
+start: str = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
+num_samples: at_least(1) = 10 # number of samples to draw
+max_new_tokens: at_least(1) = 500 # number of tokens generated in each sample
+temperature: at_least(0.0) = 0.8 # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0 = always the most likely token
+top_k: optional(at_least(1)) = 200 # retain only the top_k most likely tokens, clamp others to have 0 probability; None keeps every token
+top_p: optional(between(0.0, 1.0, low_open=True)) = None # or e.g. 0.9: retain the fewest most likely tokens whose probabilities add up to top_p
+seed: at_least(0) = 1337
+device: str = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'mps'
+dtype: hardware.DTYPES = None # 'float32', 'bfloat16' or 'float16'; None: the device's best (hardware.default_dtype)
+compile: bool = False # use PyTorch 2.0 to compile the model to be faster
+configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 
 # the user's mistakes, caught before the minutes a model can take to load
-hardware.check_device(device)
-dtype = dtype or hardware.default_dtype(device) # after configure, so that --device=cpu gets float32
-hardware.check_dtype(device, dtype)
-if temperature < 0:
-    raise UserError(f"temperature={temperature} must be >= 0 (0 always picks the most likely token)")
-if num_samples < 1:
-    raise UserError(f"num_samples={num_samples} must be at least 1")
-if max_new_tokens < 1:
-    raise UserError(f"max_new_tokens={max_new_tokens} must be at least 1")
-if top_k is not None and not (type(top_k) is int and top_k >= 1):
-    raise UserError(f"top_k={top_k!r} must be a whole number of at least 1, or None to keep every token")
-if top_p is not None and not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-    raise UserError(f"top_p={top_p!r} must be in (0, 1], or None to keep every token")
+dtype, ctx = hardware.setup(device, dtype)
 if start.startswith('FILE:'):
+    prompt_path = start[5:]
+    if not os.path.isfile(prompt_path): # a device or a FIFO would be read for ever
+        raise UserError(f"the prompt file {prompt_path} is not a file; --start=FILE:PATH names a text file")
     try:
-        with open(start[5:], 'r', encoding='utf-8') as f:
+        with open(prompt_path, 'r', encoding='utf-8') as f:
             start = f.read()
     except OSError as e:
-        raise UserError(f"cannot read the prompt file {start[5:]}: {e.strerror}")
+        raise UserError(f"cannot read the prompt file {prompt_path}: {e.strerror}")
     except UnicodeDecodeError:
-        raise UserError(f"the prompt file {start[5:]} is not UTF-8 text")
+        raise UserError(f"the prompt file {prompt_path} is not UTF-8 text")
 
 torch.manual_seed(seed)
-torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
-torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
-ctx = hardware.autocast(device, dtype)
 
 # model, and the tokenizer it was trained with (see tokenizer.model_tokenizer)
-if init_from == 'resume':
-    # init from a model saved in a specific directory
-    ckpt_path = model_path(out_dir)
-    checkpoint = load_checkpoint(ckpt_path)
-    tokenizer = model_tokenizer(checkpoint['model_args']['vocab_size'], checkpoint=checkpoint)
-    model = model_from_checkpoint(checkpoint, ckpt_path)
-else:
-    # init from GPT-2's weights: the hub's, or a local copy saved by transformers (or export.py)
-    try:
-        model = GPT.from_pretrained(init_from, dict(dropout=0.0))
-    except (ValueError, OSError) as e:
-        raise UserError(f"init_from={init_from!r}: {str(e).strip().splitlines()[0]}")
-    tokenizer = model_tokenizer(model.config.vocab_size, directory=init_from if os.path.isdir(init_from) else None)
-
-model.eval()
+model, tokenizer, _ = load_model(init_from, out_dir)
 model.to(device)
 if compile:
     # in place: torch.compile(model) would return a wrapper whose generate() still calls the uncompiled forward

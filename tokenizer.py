@@ -1,11 +1,16 @@
 """Text to token ids and back: a dataset's character vocabulary (its meta.pkl), GPT-2's BPE, or a tokenizer saved
-by transformers (export.py saves each model's); and each of the first two saved for transformers."""
+by transformers (export.py saves each model's); and each of the first two saved for transformers.
+
+A vocabulary, as a dataset has it and a checkpoint records it (plain data, so that torch.load's weights_only reads
+it): {'vocab_size': 65, 'itos': {0: '\\n', ...}, 'stoi': {'\\n': 0, ...}} for characters (meta.pkl's keys), or
+GPT2_VOCAB for GPT-2's BPE, the vocabulary of every dataset without a meta.pkl.
+"""
 
 import json
 import os
 import pickle
 
-from configurator import UserError
+from errors import UserError, first_line
 
 
 class PlainDataUnpickler(pickle.Unpickler):
@@ -17,15 +22,44 @@ class PlainDataUnpickler(pickle.Unpickler):
 
 
 def load_meta(path):
-    """A dataset's meta.pkl: {'vocab_size': int, 'itos': {int: str}, 'stoi': {str: int}} for characters."""
+    """A dataset's meta.pkl: {'vocab_size': int, 'itos': {int: str}, 'stoi': {str: int}} for characters; itos and
+    stoi may be missing (a dataset that only says its size), but when present they must be whole and agree."""
     try:
         with open(path, 'rb') as f:
             meta = PlainDataUnpickler(f).load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
-        raise UserError(f"cannot read {path}: {e}; run the dataset's prepare.py again")
-    if not isinstance(meta, dict) or not isinstance(meta.get('vocab_size'), int):
-        raise UserError(f"{path} has no vocab_size; run the dataset's prepare.py again")
+    except Exception as e:  # whatever a truncated or crafted pickle raises
+        raise UserError(f"cannot read {path} ({first_line(e)}); run the dataset's prepare.py again")
+    size = meta.get('vocab_size') if isinstance(meta, dict) else None
+    if type(size) is not int or not 1 <= size <= 2**16:
+        raise UserError(f"{path} has no vocab_size from 1 to 65536 (uint16 ids); run the dataset's prepare.py again")
+    itos, stoi = meta.get('itos'), meta.get('stoi')
+    if (itos, stoi) != (None, None) and not (
+            isinstance(itos, dict) and isinstance(stoi, dict) and len(itos) == len(stoi) == size
+            and all(type(i) is int and isinstance(c, str) and stoi.get(c) == i for i, c in itos.items())
+            and set(itos) == set(range(size))):
+        raise UserError(f"{path} has an itos and stoi that do not map the ids 0..{size - 1} to characters and back; "
+                        f"run the dataset's prepare.py again")
     return meta
+
+
+GPT2_VOCAB = {'vocab_size': 50257, 'bpe': 'gpt2'}
+
+
+def dataset_vocab(data_dir):
+    """The vocabulary of the dataset in data_dir: its meta.pkl's, or GPT-2's BPE where it has none, as in nanoGPT."""
+    meta_path = os.path.join(data_dir, 'meta.pkl')
+    if not os.path.exists(meta_path):
+        return GPT2_VOCAB
+    return {k: v for k, v in load_meta(meta_path).items() if k in ('vocab_size', 'itos', 'stoi')}
+
+
+def describe(vocab):
+    """A vocabulary in a few words, for messages."""
+    if vocab.get('bpe') == 'gpt2':
+        return "GPT-2's BPE"
+    if 'tokenizer' in vocab:
+        return f"the {vocab['vocab_size']} tokens of the tokenizer in {vocab['tokenizer']}"
+    return f"{vocab['vocab_size']} characters"
 
 
 # tiktoken's cache names each file by the SHA-1 of its download address
@@ -80,12 +114,16 @@ def has_saved_tokenizer(directory):
 
 
 def model_tokenizer(vocab_size, checkpoint=None, directory=None):
-    """The tokenizer of a model of vocab_size tokens: for a checkpoint, the meta.pkl of its dataset, looked for
-    in data/<dataset>/ under the current directory as nanoGPT does; for a transformers directory, the tokenizer
-    saved in it; else GPT-2's BPE. Refuses a tokenizer with more tokens than the model."""
+    """The tokenizer of a model of vocab_size tokens: for a checkpoint, the vocabulary it records, or for one of
+    nanoGPT (which records none) the meta.pkl of its dataset, looked for in data/<dataset>/ under the current
+    directory as nanoGPT does; for a transformers directory, the tokenizer saved in it; else GPT-2's BPE.
+    Refuses a tokenizer with more tokens than the model."""
     dataset = (checkpoint.get('config') or {}).get('dataset') if checkpoint else None
     meta_path = os.path.join('data', dataset, 'meta.pkl') if dataset else None
-    if meta_path and os.path.exists(meta_path):
+    if checkpoint and checkpoint.get('vocab'):
+        tokenizer = Tokenizer(checkpoint['vocab'])
+        print(f"using the checkpoint's vocabulary: {tokenizer.source}")
+    elif meta_path and os.path.exists(meta_path):
         print(f"Loading meta from {meta_path}...")
         tokenizer = Tokenizer(meta_path)
     elif directory and has_saved_tokenizer(directory):
@@ -102,29 +140,47 @@ def model_tokenizer(vocab_size, checkpoint=None, directory=None):
 
 
 class Tokenizer:
-    """encode(str) -> list of ids, decode(ids) -> str, and vocab_size. The character vocabulary of a meta.pkl
-    (as made by data/shakespeare_char/prepare.py), the transformers tokenizer saved in a directory, or, given
-    neither, GPT-2's BPE through tiktoken."""
+    """encode(str) -> list of ids, decode(ids) -> str, and vocab_size. Of a vocabulary (a dict, see above), the
+    character vocabulary of a meta.pkl (as made by data/shakespeare_char/prepare.py), the transformers tokenizer
+    saved in a directory, or, given none, GPT-2's BPE through tiktoken."""
 
     def __init__(self, path=None):
         self.bpe = self.hf = None
-        if path is None:
+        vocab = path if isinstance(path, dict) else None
+        if path is None or (vocab and vocab.get('bpe') == 'gpt2'):
             self.bpe = gpt2_encoding()
             self.vocab_size = self.bpe.n_vocab
             self.source = "GPT-2 BPE"
+            self.vocab = GPT2_VOCAB
+        elif vocab:
+            self.stoi, self.itos = vocab.get('stoi'), vocab.get('itos')
+            self.vocab_size = vocab['vocab_size']
+            self.source = f"{self.vocab_size} characters"
+            self.vocab = vocab
         elif os.path.isdir(path):
-            from tokenizers import decoders
+            from tokenizers import decoders, models
             from transformers import AutoTokenizer
             self.hf = AutoTokenizer.from_pretrained(path)
             backend = getattr(self.hf, 'backend_tokenizer', None)  # None for a tokenizer written in Python
             self.byte_level = backend is not None and isinstance(backend.decoder, decoders.ByteLevel)
             self.vocab_size = len(self.hf)
             self.source = f"the tokenizer in {path}"
+            if self.byte_level and self.vocab_size == GPT2_VOCAB['vocab_size']:
+                self.vocab = GPT2_VOCAB # GPT-2's, as every byte-level BPE of its size here
+            elif backend is not None and isinstance(backend.model, models.WordLevel): # export.py's of characters
+                stoi = self.hf.get_vocab()
+                self.vocab = {'vocab_size': len(stoi), 'itos': {i: c for c, i in stoi.items()}, 'stoi': stoi}
+            else:
+                self.vocab = {'vocab_size': self.vocab_size, 'tokenizer': path}
         else:
             meta = load_meta(path)
-            self.stoi, self.itos = meta['stoi'], meta['itos']
+            self.stoi, self.itos = meta.get('stoi'), meta.get('itos')
             self.vocab_size = meta['vocab_size']
             self.source = path
+            self.vocab = {k: v for k, v in meta.items() if k in ('vocab_size', 'itos', 'stoi')}
+        if self.bpe is None and self.hf is None and self.stoi is None:
+            raise UserError(f"{self.source} gives only the vocabulary's size, no characters (stoi and itos): "
+                            f"nothing can be encoded or decoded with it; run the dataset's prepare.py again")
 
     def encode(self, text):
         if self.bpe is not None:

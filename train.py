@@ -23,79 +23,86 @@ Ctrl-C or SIGTERM stops the run after the current iteration with a checkpoint (a
 hold. Metrics go to out_dir/log.jsonl, one JSON object a line.
 """
 
+import errors
+errors.install() # first: a Ctrl-C during the slow imports below ends in one line too
+
 import json
 import math
 import os
 import platform
+import shlex
 import signal
 import sys
 import time
 from contextlib import nullcontext
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 
+import eval_hellaswag
 import hardware
 import parallel
-from checkpoint import (CKPT, LAST, load_checkpoint, model_from_checkpoint, resume_path, rng_state, save_checkpoint,
-                        set_rng_state)
-from configurator import UserError, configure
+from checkpoint import (CKPT, LAST, check_resumable, init_model, load_checkpoint, resume_path, rng_state,
+                        save_checkpoint, set_aside, set_rng_state)
+from configurator import at_least, configure, fraction
 from dataloader import check_dataset, get_batch
-from eval_hellaswag import DEFAULT_FILE as HELLASWAG_FILE, evaluate_hellaswag, load_examples
-from model import GPT, GPTConfig
+from errors import UserError, first_line, writing
+from fileio import claim, remove_stale_temps
+from model import GPT2_MODELS
 from provenance import device_name, git_commit
-from tokenizer import load_meta
+from tokenizer import GPT2_VOCAB, dataset_vocab, describe, model_tokenizer
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
 # I/O
-out_dir = 'out'
-eval_interval = 2000
-log_interval = 1
-eval_iters = 200
-eval_only = False # if True, script exits right after the first eval
-always_save_checkpoint = True # if True, always save a checkpoint after each eval
-checkpoint_interval = 0 # also save the training state every this many iterations (see checkpoint.py); 0: at evals only
-init_from = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a directory saved by transformers' save_pretrained
+out_dir: str = 'out'
+eval_interval: at_least(1) = 2000
+log_interval: at_least(1) = 1
+eval_iters: at_least(1) = 200
+eval_only: bool = False # if True, script exits right after the first eval
+always_save_checkpoint: bool = True # if True, always save a checkpoint after each eval
+checkpoint_interval: at_least(0) = 0 # also save the training state every this many iterations (see checkpoint.py); 0: at evals only
+init_from: str = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a directory saved by transformers' save_pretrained
 # wandb logging
-wandb_log = False # disabled by default
-wandb_project = 'owt'
-wandb_run_name = 'gpt2' # 'run' + str(time.time())
+wandb_log: bool = False # disabled by default
+wandb_project: str = 'owt'
+wandb_run_name: str = 'gpt2' # 'run' + str(time.time())
 # data
-dataset = 'openwebtext'
-gradient_accumulation_steps = 5 * 8 # used to simulate larger batch sizes; the total over all processes
-batch_size = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
-block_size = 1024
+dataset: str = 'openwebtext'
+gradient_accumulation_steps: at_least(1) = 5 * 8 # used to simulate larger batch sizes; the total over all processes
+batch_size: at_least(1) = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
+block_size: at_least(1) = 1024
 # model
-n_layer = 12
-n_head = 12
-n_embd = 768
-dropout = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
-bias = False # do we use bias inside LayerNorm and Linear layers?
+n_layer: at_least(1) = 12
+n_head: at_least(1) = 12
+n_embd: at_least(1) = 768
+dropout: fraction = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
+bias: bool = False # do we use bias inside LayerNorm and Linear layers?
 # adamw optimizer
-learning_rate = 6e-4 # max learning rate
-max_iters = 600000 # total number of training iterations
-weight_decay = 1e-1
-beta1 = 0.9
-beta2 = 0.95
-grad_clip = 1.0 # clip gradients at this value, or disable if == 0.0
+learning_rate: at_least(0.0) = 6e-4 # max learning rate
+max_iters: at_least(0) = 600000 # total number of training iterations
+weight_decay: float = 1e-1
+beta1: float = 0.9
+beta2: float = 0.95
+grad_clip: at_least(0.0) = 1.0 # clip gradients at this value, or disable if == 0.0
 # learning rate decay settings
-decay_lr = True # whether to decay the learning rate
-warmup_iters = 2000 # how many steps to warm up for
-lr_decay_iters = 600000 # should be ~= max_iters per Chinchilla
-min_lr = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
+decay_lr: bool = True # whether to decay the learning rate
+warmup_iters: at_least(0) = 2000 # how many steps to warm up for
+lr_decay_iters: at_least(0) = 600000 # should be ~= max_iters per Chinchilla
+min_lr: at_least(0.0) = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
 # DDP settings
-backend = 'nccl' # 'nccl', 'gloo', etc.; runs off CUDA take gloo
-fsdp = False # shard weights, gradients and AdamW state over the processes (FSDP2) instead of copying them (DDP)
-dist_timeout = 600 # seconds a process waits on the others (a dead or stuck one) before it stops the run
+backend: str = 'nccl' # 'nccl', 'gloo', etc.; runs off CUDA take gloo
+fsdp: bool = False # shard weights, gradients and AdamW state over the processes (FSDP2) instead of copying them (DDP)
+dist_timeout: at_least(1) = 600 # seconds a process waits on the others (a dead or stuck one) before it stops the run
 # system
-device = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1' etc., or try 'mps' on macbooks
-dtype = None # 'float32', 'bfloat16', or 'float16' (with a GradScaler); None: the best for the device, see hardware.py
-compile = None # use PyTorch 2.0 to compile the model to be faster; None: on CUDA, where it pays (on CPU it costs more)
-seed = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
+device: str = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1' etc., or try 'mps' on macbooks
+dtype: hardware.DTYPES = None # 'float32', 'bfloat16', or 'float16' (with a GradScaler); None: the best for the device
+compile: Literal[True, False, None] = None # use PyTorch 2.0 to compile the model to be faster; None: on CUDA only
+seed: at_least(0) = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
 # evaluation on HellaSwag (eval_hellaswag.py) at every eval; needs a model with GPT-2's vocabulary
-hellaswag = False
-hellaswag_file = HELLASWAG_FILE # downloaded when absent; a file named here instead must exist
+hellaswag: bool = False
+hellaswag_file: str = eval_hellaswag.DEFAULT_FILE # downloaded when absent; a file named here instead must exist
 # -----------------------------------------------------------------------------
 config = configure(globals(), sys.argv[1:]) # overrides from command line or config file
 # -----------------------------------------------------------------------------
@@ -114,32 +121,14 @@ restart_count = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))
 run_id = os.environ.get('TORCHELASTIC_RUN_ID') # the same for all restarts of one torchrun
 
 # every mistake in the config is reported here, before anything is written and before processes wait on each other
-hardware.check_device(device)
-dtype = dtype or hardware.default_dtype(device)
-hardware.check_dtype(device, dtype)
+dtype, ctx = hardware.setup(device, dtype)
 device_type = torch.device(device).type # for later use in torch.autocast
-if compile not in (None, True, False):
-    raise UserError(f"compile={compile!r} must be True, False or None (None: compile on CUDA only)")
 compile = device_type == 'cuda' if compile is None else compile
-for name in ('batch_size', 'block_size', 'gradient_accumulation_steps', 'eval_interval', 'log_interval',
-             'eval_iters', 'n_layer', 'n_head', 'n_embd', 'dist_timeout'):
-    if globals()[name] < 1:
-        raise UserError(f"{name}={globals()[name]} must be at least 1")
-for name in ('max_iters', 'warmup_iters', 'lr_decay_iters', 'seed', 'learning_rate', 'min_lr', 'grad_clip',
-             'checkpoint_interval'):
-    if globals()[name] < 0:
-        raise UserError(f"{name}={globals()[name]} must not be negative")
-if not 0 <= dropout < 1:
-    raise UserError(f"dropout={dropout} must be in [0, 1)")
 if decay_lr and lr_decay_iters < warmup_iters:
     raise UserError(f"lr_decay_iters={lr_decay_iters} is less than warmup_iters={warmup_iters}; the learning rate "
                     f"would decay before it has warmed up: set --lr_decay_iters to at least {warmup_iters}")
 if init_from == 'scratch' and n_embd % n_head != 0:
     raise UserError(f"n_embd={n_embd} is not divisible by n_head={n_head}; each head gets n_embd/n_head dimensions")
-if init_from not in ('scratch', 'resume', 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl') \
-        and not os.path.isdir(init_from):
-    raise UserError(f"init_from={init_from!r} is not 'scratch', 'resume', a GPT-2 model (gpt2, gpt2-medium, "
-                    f"gpt2-large, gpt2-xl) or a directory saved by transformers")
 if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
@@ -154,6 +143,9 @@ if wandb_log:
         import wandb
     except ImportError:
         raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
+busy = "wait for it to end or stop it, or pick another --out_dir"
+if master_process and os.path.isdir(out_dir):
+    claim(out_dir, busy) # now: a run that cannot write there should not spend minutes loading first
 
 # resuming: the model's shape is the checkpoint's, as in nanoGPT. A torchrun restart resumes the run's own checkpoint.
 checkpoint = None
@@ -163,6 +155,7 @@ if init_from == 'resume' or (restart_count > 0 and os.path.exists(ckpt_path)):
     if init_from != 'resume' and checkpoint.get('provenance', {}).get('run_id') != run_id:
         checkpoint = None # an earlier run's: this run died before its first checkpoint, and starts again
 if checkpoint is not None:
+    check_resumable(checkpoint, ckpt_path)
     shape = {k: checkpoint['model_args'][k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')}
     ignored = ", ".join(f"{k}={v} (not {config[k]})" for k, v in shape.items() if config[k] != v)
     if ignored and master_process:
@@ -185,52 +178,50 @@ def get_train_batch(it, micro_step):
     first_row = (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
     return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device)
 
-# init these up here, can override if init_from='resume' (i.e. from a checkpoint)
-iter_num = 0
-best_val_loss = 1e9
-
-# attempt to derive vocab_size from the dataset
-meta_path = os.path.join(data_dir, 'meta.pkl')
-meta_vocab_size = None
-if os.path.exists(meta_path):
-    meta_vocab_size = load_meta(meta_path)['vocab_size']
-    print(f"found vocab_size = {meta_vocab_size} (inside {meta_path})")
+# the vocabulary the token ids of the dataset stand for: its meta.pkl's characters, or GPT-2's BPE
+vocab = dataset_vocab(data_dir)
+print(f"the dataset's vocabulary: {describe(vocab)} (vocab_size = {vocab['vocab_size']})")
 
 # model init
-model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size,
-                  bias=bias, vocab_size=None, dropout=dropout) # start with model_args from command line
+iter_num = 0
+best_val_loss = 1e9
+tokens = 0 # trained on so far
+model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                  vocab_size=vocab['vocab_size'] if 'itos' in vocab else 50304, dropout=dropout) # 50304: GPT-2's
+                  # 50257 rounded up for efficiency
 if resumed:
     print(f"Resuming training from {ckpt_path}" + (f" (torchrun restart {restart_count})" if restart_count else ""))
-    model = model_from_checkpoint(checkpoint, ckpt_path, dropout=dropout)
+    trained_on = checkpoint.get('vocab')
+    if trained_on is not None and trained_on != vocab:
+        raise UserError(f"dataset={dataset} has another vocabulary ({describe(vocab)}) than the model in {ckpt_path} "
+                        f"learnt ({describe(trained_on)}, from dataset={checkpoint['config'].get('dataset')}): its "
+                        f"token ids would mean other text; resume on that dataset, or start a new run")
+    model = init_model('resume', checkpoint, ckpt_path, dropout=dropout)
     model_args = {**checkpoint['model_args'], 'dropout': dropout}
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
-    changed = {k: (v, config[k]) for k, v in checkpoint.get('config', {}).items()
-               if k in config and k != 'init_from' and v != config[k]}
+    saved = checkpoint.get('config', {})
+    tokens_per_iter_then = saved.get('gradient_accumulation_steps', 0) * saved.get('batch_size', 0) * block_size
+    tokens = checkpoint.get('tokens', iter_num * (tokens_per_iter_then or tokens_per_iter)) # nanoGPT's: worked out
+    changed = {k: (v, config[k]) for k, v in saved.items() if k in config and k != 'init_from' and v != config[k]}
     if changed and master_process:
         print("config changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
-elif init_from == 'scratch':
-    # init a new model from scratch
-    print("Initializing a new model from scratch")
-    # determine the vocab size we'll use for from-scratch training
-    if meta_vocab_size is None:
-        print("defaulting to vocab_size of GPT-2 to 50304 (50257 rounded up for efficiency)")
-    model_args['vocab_size'] = meta_vocab_size if meta_vocab_size is not None else 50304
-    gptconf = GPTConfig(**model_args)
-    model = GPT(gptconf)
 else:
-    print(f"Initializing from OpenAI GPT-2 weights: {init_from}")
-    # initialize from OpenAI GPT-2 weights
-    override_args = dict(dropout=dropout)
-    try:
-        model = GPT.from_pretrained(init_from, override_args)
-    except (ValueError, OSError) as e:
-        raise UserError(f"cannot load init_from={init_from!r}: {str(e).strip().splitlines()[0]}")
-    # read off the created config params, so we can store them into checkpoint correctly
-    for k in ['n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size']:
-        model_args[k] = getattr(model.config, k)
-    if model.config.gelu_approximate != 'none': # only then, so that nanoGPT can read our checkpoints
-        model_args['gelu_approximate'] = model.config.gelu_approximate
+    print("Initializing a new model from scratch" if init_from == 'scratch' else
+          f"Initializing from OpenAI GPT-2 weights: {init_from}")
+    model = init_model(init_from, model_args=model_args, dropout=dropout)
+    if init_from != 'scratch':
+        # read off the created config params, so we can store them into checkpoint correctly
+        for k in ['n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size']:
+            model_args[k] = getattr(model.config, k)
+        if model.config.gelu_approximate != 'none': # only then, so that nanoGPT can read our checkpoints
+            model_args['gelu_approximate'] = model.config.gelu_approximate
+        learnt = GPT2_VOCAB if init_from in GPT2_MODELS else \
+            model_tokenizer(model_args['vocab_size'], directory=init_from).vocab # the tokenizer saved with it
+        if learnt != vocab:
+            raise UserError(f"the model of init_from={init_from} learnt {describe(learnt)}, but dataset={dataset} has "
+                            f"{describe(vocab)}: its token ids would mean other text; prepare the data with the "
+                            f"model's tokenizer")
 # crop down the model block size if desired, using model surgery
 if block_size > model.config.block_size:
     raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of the model "
@@ -238,45 +229,42 @@ if block_size > model.config.block_size:
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
     model_args['block_size'] = block_size # so that the checkpoint will have the right value
-dataset_vocab_size = meta_vocab_size or 50257 # without a meta.pkl the dataset holds GPT-2 tokens
-if dataset_vocab_size > model_args['vocab_size']:
+if vocab['vocab_size'] > model_args['vocab_size']:
     trained_on = f" (it was trained on {checkpoint['config'].get('dataset')})" if resumed else ""
-    raise UserError(f"dataset={dataset} has {dataset_vocab_size} token ids but the model from init_from={init_from} knows "
-                    f"only {model_args['vocab_size']}{trained_on}; pick a dataset of its vocabulary")
-if hellaswag and model_args['vocab_size'] < 50257:
-    raise UserError(f"hellaswag=True needs a model with GPT-2's vocabulary, this one has {model_args['vocab_size']} "
-                    f"tokens (a character-level dataset?); use --hellaswag=False")
+    raise UserError(f"dataset={dataset} has {vocab['vocab_size']} token ids but the model from init_from={init_from} "
+                    f"knows only {model_args['vocab_size']}{trained_on}; pick a dataset of its vocabulary")
+if hellaswag and vocab != GPT2_VOCAB:
+    raise UserError(f"hellaswag=True needs a model of GPT-2's BPE, this one learns {describe(vocab)}; "
+                    f"use --hellaswag=False")
 if hellaswag:
-    hellaswag_examples = load_examples(hellaswag_file)
+    hellaswag_examples = eval_hellaswag.load_examples(hellaswag_file)
 
 if wandb_log and master_process: # before out_dir is made: it fails without an API key or network
     try:
         wandb.init(project=wandb_project, name=wandb_run_name, config=config)
     except wandb.errors.Error as e:
-        raise UserError(f"wandb cannot start ({str(e).splitlines()[0]}); without network or login run with "
+        raise UserError(f"wandb cannot start ({first_line(e)}); without network or login run with "
                         f"WANDB_MODE=offline (and wandb sync later), or --wandb_log=False")
 
-# the config is fine: from here on files get written
+# the config is fine: from here on files get written, by this run alone
 if master_process:
-    try:
+    with writing(out_dir, "pick another --out_dir"):
         os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, f'.write_test.{os.getpid()}'), 'w') as f:
-            os.remove(f.name)
-    except OSError as e:
-        raise UserError(f"cannot write to out_dir={out_dir} ({e.strerror}); pick another --out_dir")
-    for name in os.listdir(out_dir):
-        if name.startswith('ckpt.pt.tmp.'): # left by a run killed while it wrote a checkpoint
-            print(f"removing {os.path.join(out_dir, name)}, an unfinished checkpoint")
-            os.remove(os.path.join(out_dir, name))
+    claim(out_dir, busy)
+    for path in remove_stale_temps(os.path.join(out_dir, CKPT)) + remove_stale_temps(os.path.join(out_dir, LAST)):
+        print(f"removed {path}, a checkpoint whose writer was killed")
+    if not resumed and not eval_only:
+        earlier = set_aside(out_dir)
+        if earlier:
+            print(f"moved the earlier run's checkpoints to {earlier} rather than overwrite them; delete them when "
+                  f"you no longer need them")
 if ddp:
     if backend == 'nccl' and device_type != 'cuda':
         print(f"nccl needs CUDA devices; using the gloo backend for device={device}")
         backend = 'gloo'
     parallel.init_process_group(backend, device, dist_timeout, out_dir)
-torch.backends.cuda.matmul.allow_tf32 = True # allow tf32 on matmul
-torch.backends.cudnn.allow_tf32 = True # allow tf32 on cudnn
-ctx = nullcontext() if fsdp else hardware.autocast(device, dtype) # FSDP has its MixedPrecisionPolicy instead
 if fsdp:
+    ctx = nullcontext() # FSDP has its MixedPrecisionPolicy instead
     parallel.shard(model, device, dtype) # before the optimizer is made: it steps the shards
 else:
     model.to(device)
@@ -368,27 +356,38 @@ def save(reason, name):
             'scaler': scaler.state_dict(),
             'rng': rngs,
             'provenance': provenance,
+            'vocab': vocab, # what the token ids mean: sample.py and export.py decode with it
+            'tokens': tokens,
         }
         same = f", weights identical on all {ddp_world_size} processes" if ddp and not fsdp else ""
         print(f"saving checkpoint to {os.path.join(out_dir, name)} ({reason}, iter {iter_num}{same})")
-        save_checkpoint(checkpoint, os.path.join(out_dir, name))
+        save_checkpoint(checkpoint, os.path.join(out_dir, name), kept())
         if name == CKPT and os.path.exists(os.path.join(out_dir, LAST)):
             os.remove(os.path.join(out_dir, LAST)) # older than ckpt.pt now
 
-# logging: log.jsonl holds the history of every run in out_dir (never truncated), wandb if asked for
-if master_process:
-    log_file = open(os.path.join(out_dir, 'log.jsonl'), 'a', buffering=1)
-    log_file.write(json.dumps({'provenance': provenance}) + '\n')
-    if restart_count:
-        log_file.write(json.dumps({'restart': restart_count, 'iter': iter_num}) + '\n')
+def kept():
+    return f"the checkpoint of iter {saved_iter} in {out_dir} is kept" if saved_iter is not None else \
+        "no checkpoint was written"
 
+# logging: log.jsonl holds the history of every run in out_dir (never truncated), wandb if asked for
+log_path = os.path.join(out_dir, 'log.jsonl')
 def log(record):
-    log_file.write(json.dumps(record) + '\n') # json writes floats exactly: runs compare bit for bit
+    with writing(log_path, kept()):
+        log_file.write(json.dumps(record) + '\n') # json writes floats exactly: runs compare bit for bit
+
+saved_iter = iter_num if resumed else None # the iteration of the newest checkpoint in out_dir
+if master_process:
+    with writing(log_path, kept()):
+        log_file = open(log_path, 'a', buffering=1)
+    log({'provenance': provenance})
+    if restart_count:
+        log({'restart': restart_count, 'iter': iter_num})
+    if resumed and tokens_per_iter != (tokens_per_iter_then or tokens_per_iter):
+        log({'iter': iter_num, 'tokens_per_iter': tokens_per_iter, 'was': tokens_per_iter_then})
 
 def diverged(name, value):
     # a NaN or inf loss: stop rather than train on garbage, and leave the last good checkpoint alone
-    kept = f"the checkpoint of iter {saved_iter} in {out_dir} is kept" if saved_iter is not None else "no checkpoint was written"
-    return UserError(f"{name} is {value} at iter {iter_num}: training diverged; lower --learning_rate ({kept})")
+    return UserError(f"{name} is {value} at iter {iter_num}: training diverged; lower --learning_rate ({kept()})")
 
 # a signal only raises a flag: the iteration finishes, the processes agree to stop, and a checkpoint is written.
 # A second one stops at once (an eval can take minutes), leaving the checkpoints as they are.
@@ -407,7 +406,6 @@ signal.signal(signal.SIGTERM, request_stop)
 # training loop
 X, Y = get_train_batch(iter_num, 0) # fetch the very first batch
 local_iter_num = 0 # number of iterations in the lifetime of this process
-saved_iter = iter_num if resumed else None # the iteration of the newest checkpoint in out_dir
 # ckpt.pt holds the model to sample: the latest state, or with always_save_checkpoint=False the best on val, and
 # then the latest state between evals goes to last.pt (checkpoint.py)
 latest = CKPT if always_save_checkpoint else LAST
@@ -424,9 +422,9 @@ while True:
     if iter_num % eval_interval == 0 or iter_num == max_iters:
         losses = estimate_loss()
         record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'],
-                  'tokens': iter_num * tokens_per_iter} # the tokens trained on so far
+                  'tokens': tokens} # the tokens trained on so far
         if hellaswag:
-            result = evaluate_hellaswag(eval_model, hellaswag_examples, device, ctx, ddp_rank, ddp_world_size)
+            result = eval_hellaswag.evaluate_hellaswag(eval_model, hellaswag_examples, device, ctx, ddp_rank, ddp_world_size)
             record.update(hellaswag_acc=result['acc'], hellaswag_acc_norm=result['acc_norm'])
         if master_process:
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
@@ -486,6 +484,7 @@ while True:
 
     # timing and logging
     dt = time.perf_counter() - t0
+    tokens += tokens_per_iter
     if not math.isfinite(lossf):
         raise diverged('loss', lossf)
     if iter_num % log_interval == 0 and master_process:
@@ -495,10 +494,10 @@ while True:
             running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
         print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {running_mfu*100:.2f}%")
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'dt_ms': dt * 1000,
-             'mfu': running_mfu if running_mfu >= 0 else None, 'tokens': (iter_num + 1) * tokens_per_iter})
+             'mfu': running_mfu if running_mfu >= 0 else None, 'tokens': tokens})
         if wandb_log:
             wandb.log({"iter": iter_num, "train/iter_loss": lossf, "lr": lr, "ms_per_iter": dt * 1000,
-                       "tokens": (iter_num + 1) * tokens_per_iter}, step=iter_num)
+                       "tokens": tokens}, step=iter_num)
     iter_num += 1
     local_iter_num += 1
 
@@ -506,9 +505,9 @@ while True:
     if stop:
         save(f"stopped by {stop_signal or 'another process'}", latest)
         saved_iter = iter_num
-        args = [a for a in sys.argv[1:] if not a.startswith('--init_from=')]
+        args = [a for a in sys.argv[1:] if not a.startswith('--init_from=')] + ['--init_from=resume']
         if master_process:
-            print(f"stopped at iter {iter_num}; to go on: python train.py {' '.join(args + ['--init_from=resume'])}"
+            print(f"stopped at iter {iter_num}; to go on: python train.py {shlex.join(args)}"
                   + (" (under the same torchrun)" if ddp else ""))
         break
 

@@ -30,6 +30,8 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for corpus
+import errors  # noqa: E402
+errors.install()
 from corpus import disk_full_is_a_user_error, encode_texts, map_in_order  # noqa: E402
 from tokenizer import gpt2_encoding  # noqa: E402
 

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from checkpoint import save_checkpoint
 from conftest import REPO, run_script, serve_files
-from configurator import UserError
+from errors import UserError
 from eval_hellaswag import DEFAULT_FILE, evaluate_hellaswag, load_examples, score_example
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer

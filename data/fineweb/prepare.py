@@ -18,7 +18,9 @@ import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for corpus, whatever the cwd
-from configurator import UserError  # noqa: E402
+import errors  # noqa: E402
+errors.install()
+from errors import UserError  # noqa: E402
 from corpus import prepare_parquet, web_dataset_args  # noqa: E402
 
 SUBSETS = ('sample-10BT', 'sample-100BT', 'sample-350BT')  # folders sample/10BT, ... of both FineWeb datasets

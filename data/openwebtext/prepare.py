@@ -14,6 +14,8 @@ import sys
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for corpus, whatever the cwd
+import errors  # noqa: E402
+errors.install()
 from corpus import prepare_parquet, web_dataset_args  # noqa: E402
 
 args = web_dataset_args(__doc__, 'Skylion007/openwebtext', val_every=2000, out_dir=here)

@@ -16,6 +16,8 @@ import numpy as np
 
 here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for fileio, whatever the cwd
+import errors  # noqa: E402
+errors.install()
 from fileio import tiny_shakespeare, write_atomically  # noqa: E402
 
 # the tiny shakespeare dataset: downloaded when absent

@@ -32,7 +32,7 @@ def resume_path(out_dir):
     return last if os.path.exists(last) else os.path.join(out_dir, CKPT)
 
 
-def save_checkpoint(checkpoint, path, advice):
+def save_checkpoint(checkpoint, path, advice=""):
     """Writes checkpoint to path atomically: a crash at any moment leaves the old checkpoint or the new one, whole.
     A full disk ends in one line, followed by advice (which checkpoint is kept)."""
     write_atomically(path, lambda f: torch.save(checkpoint, f), advice)

@@ -3,8 +3,8 @@ with and without the KV cache."""
 import re
 
 import pytest
+from helpers import run_script
 
-from conftest import run_script
 
 pytestmark = pytest.mark.slow  # every test starts bench.py: a few seconds each
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from checkpoint import load_checkpoint, resume_path
-from conftest import REPO, run_script
-from test_hellaswag import EXAMPLES
+from helpers import HELLASWAG_EXAMPLES, REPO, run_script
 
 CONFIGS = sorted(path.name for path in (REPO / 'config').glob('*.py'))
 
@@ -34,7 +33,7 @@ def workspace(char_data_root, tmp_path_factory):
                 rng.integers(0, 50257, size=4096, dtype=np.uint16).tofile(ws / 'data' / name / f'{split}.bin')
     GPT2LMHeadModel(GPT2Config(vocab_size=50257, n_positions=64, n_embd=32, n_layer=2, n_head=2)) \
         .save_pretrained(ws / 'tiny-gpt2')
-    (ws / 'hellaswag.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in EXAMPLES))
+    (ws / 'hellaswag.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in HELLASWAG_EXAMPLES))
     return ws
 
 

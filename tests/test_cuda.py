@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import run_script
 from model import GPT, GPTConfig
+from helpers import run_script
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -14,23 +14,11 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import REPO
-from test_train import TINY, eval_losses, iter_losses, read_log, train
+from helpers import REPO, eval_losses, iter_losses, read_log, torchrun, torchrun_command, train
 
 pytestmark = pytest.mark.slow  # torchrun runs: several processes of a few seconds each
 # the same global batch of 2 x 4 rows: 2 micro-steps of one process, or 1 micro-step in each of 2 processes
 ARGS = ['--gradient_accumulation_steps=2', '--max_iters=6', '--eval_interval=3']
-
-
-def torchrun_command(out_dir, *args):
-    return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-            str(REPO / 'train.py'), *TINY, f'--out_dir={out_dir}', *args]
-
-
-def torchrun(cwd, out_dir, *args, check=True):
-    proc = subprocess.run(torchrun_command(out_dir, *args), cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 or not check, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
 @pytest.fixture(scope="module")

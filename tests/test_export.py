@@ -3,7 +3,6 @@ model, exported, read back by transformers, sample.py, GPT.from_pretrained and t
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -12,12 +11,11 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, SHAKESPEARE, run_script
-from test_sample import BLOCKED_NETWORK, samples
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
+from helpers import BLOCKED_NETWORK, REPO, SHAKESPEARE, assert_user_error, run_script, samples
 
 # a train.py run and two exports set these tests up, each a process that imports transformers: tens of seconds
 pytestmark = pytest.mark.slow
@@ -209,11 +207,6 @@ def test_model_card_holds_config_data_val_loss_and_provenance(char_export, bpe_e
 
 
 # ---------------------------------------------------------------------------- what must not happen
-
-def assert_user_error(proc, message):
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert re.fullmatch(r"error: [^\n]+\n", proc.stderr), proc.stderr
-    assert message in proc.stderr
 
 
 def test_a_directory_that_is_not_an_export_is_never_replaced(bpe_export, tmp_path):

@@ -9,9 +9,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import run_script
-from test_ddp import torchrun
-from test_train import eval_losses, iter_losses, read_log, train
+from helpers import eval_losses, iter_losses, read_log, run_script, torchrun, train
 
 # 2 micro steps in each of 2 processes, and a grad_clip below the gradients' norm (about 1.5), so that both matter
 ARGS = ['--gradient_accumulation_steps=4', '--grad_clip=0.5', '--max_iters=6', '--eval_interval=3']

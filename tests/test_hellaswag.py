@@ -12,35 +12,11 @@ import torch
 from torch.nn import functional as F
 
 from checkpoint import save_checkpoint
-from conftest import REPO, run_script, serve_files
 from errors import UserError
 from eval_hellaswag import DEFAULT_FILE, evaluate_hellaswag, load_examples, score_example
+from helpers import HELLASWAG_EXAMPLES, REPO, run_script, serve_files
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
-
-# the real format: one JSON object per line with these fields; the texts are made up
-EXAMPLES = [
-    {"ind": 4, "activity_label": "Removing ice from car", "ctx_a": "A man is standing next to a car covered in snow.",
-     "ctx_b": "he", "ctx": "A man is standing next to a car covered in snow. he",
-     "split": "val", "split_type": "indomain", "label": 1, "source_id": "activitynet~v_example1",
-     "endings": ["eats the snow off the windshield with a spoon.", "drives away.",
-                 "sings to the car while the snow melts in the sun.", "scrapes the ice off the windows."]},
-    {"ind": 5, "activity_label": "Baking cookies", "ctx_a": "A woman puts a tray of dough into the oven.",
-     "ctx_b": "she", "ctx": "A woman puts a tray of dough into the oven. she",
-     "split": "val", "split_type": "zeroshot", "label": 1, "source_id": "wikihow~example2",
-     "endings": ["throws the oven out of the kitchen window and laughs at the neighbours.", "waits.",
-                 "paints the cookies blue before they are baked.", "closes the door and sets a timer."]},
-    {"ind": 6, "activity_label": "Playing guitar", "ctx_a": "A boy sits on a chair holding a guitar.",
-     "ctx_b": "the boy", "ctx": "A boy sits on a chair holding a guitar. the boy",
-     "split": "val", "split_type": "indomain", "label": 0, "source_id": "activitynet~v_example3",
-     "endings": ["strums the strings and sings a song.", "eats the guitar.",
-                 "turns into a bird and flies away over the trees.", "plays."]},
-    {"ind": 7, "activity_label": "Washing dishes", "ctx_a": "Plates are piled up in a sink full of water.",
-     "ctx_b": "a man", "ctx": "Plates are piled up in a sink full of water. a man",
-     "split": "val", "split_type": "zeroshot", "label": 3, "source_id": "wikihow~example4",
-     "endings": ["jumps into the sink.", "reads a newspaper about plates.",
-                 "scrubs each plate with a sponge and rinses it.", "leaves."]},
-]
 
 TINY = dict(block_size=64, vocab_size=50304, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
 
@@ -62,7 +38,7 @@ def model():
 @pytest.fixture
 def hellaswag_file(tmp_path):
     path = tmp_path / "hellaswag_val.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    path.write_text("".join(json.dumps(e) + "\n" for e in HELLASWAG_EXAMPLES))
     return path
 
 
@@ -89,7 +65,7 @@ def hand_losses(model, example, block_size=None):
 
 
 def test_each_ending_is_scored_by_its_summed_and_average_token_loss(model):
-    for example in EXAMPLES:
+    for example in HELLASWAG_EXAMPLES:
         sum_loss, avg_loss = score_example(model, example, Tokenizer(), 'cpu', nullcontext())
         want_sum, want_avg = hand_losses(model, example)
         torch.testing.assert_close(sum_loss, want_sum, rtol=1e-5, atol=1e-4)
@@ -98,11 +74,11 @@ def test_each_ending_is_scored_by_its_summed_and_average_token_loss(model):
 
 def test_accuracy_counts_the_lowest_summed_and_the_lowest_average_loss(model, hellaswag_file):
     examples = load_examples(hellaswag_file)
-    assert examples == EXAMPLES
-    hand = [hand_losses(model, e) for e in EXAMPLES]
+    assert examples == HELLASWAG_EXAMPLES
+    hand = [hand_losses(model, e) for e in HELLASWAG_EXAMPLES]
     pred = [s.argmin().item() for s, _ in hand]
     pred_norm = [a.argmin().item() for _, a in hand]
-    labels = [e["label"] for e in EXAMPLES]
+    labels = [e["label"] for e in HELLASWAG_EXAMPLES]
     want = dict(acc=sum(p == l for p, l in zip(pred, labels)) / 4,
                 acc_norm=sum(p == l for p, l in zip(pred_norm, labels)) / 4, n=4)
     assert want["acc"] != want["acc_norm"]  # the examples tell the two apart: a sum favours short endings
@@ -111,7 +87,7 @@ def test_accuracy_counts_the_lowest_summed_and_the_lowest_average_loss(model, he
 
 def test_model_mode_is_restored(model):
     model.train()
-    evaluate_hellaswag(model, EXAMPLES[:1], 'cpu', nullcontext())
+    evaluate_hellaswag(model, HELLASWAG_EXAMPLES[:1], 'cpu', nullcontext())
     assert model.training
     model.eval()
 
@@ -119,8 +95,8 @@ def test_model_mode_is_restored(model):
 def test_context_longer_than_block_size_keeps_its_last_tokens():
     block_size = 16
     model = tiny_gpt(block_size=block_size)
-    example = dict(EXAMPLES[0], ctx="It was a cold morning in the north, and the snow had fallen all night long. "
-                                    "Cars were buried up to their mirrors along the street. " + EXAMPLES[0]["ctx"])
+    example = dict(HELLASWAG_EXAMPLES[0], ctx="It was a cold morning in the north, and the snow had fallen all night long. "
+                                    "Cars were buried up to their mirrors along the street. " + HELLASWAG_EXAMPLES[0]["ctx"])
     sum_loss, avg_loss = score_example(model, example, Tokenizer(), 'cpu', nullcontext())
     want_sum, want_avg = hand_losses(model, example, block_size)
     torch.testing.assert_close(sum_loss, want_sum, rtol=1e-5, atol=1e-4)
@@ -130,12 +106,12 @@ def test_context_longer_than_block_size_keeps_its_last_tokens():
 def test_character_level_model_is_refused():
     model = tiny_gpt(vocab_size=65)
     with pytest.raises(UserError, match="GPT-2's BPE vocabulary .* this one has 65"):
-        evaluate_hellaswag(model, EXAMPLES, 'cpu', nullcontext())
+        evaluate_hellaswag(model, HELLASWAG_EXAMPLES, 'cpu', nullcontext())
 
 
 def test_malformed_line_is_reported_with_its_number(tmp_path):
     path = tmp_path / "hellaswag_val.jsonl"
-    path.write_text(json.dumps(EXAMPLES[0]) + "\n" + json.dumps(dict(EXAMPLES[1], endings=["one"])) + "\n")
+    path.write_text(json.dumps(HELLASWAG_EXAMPLES[0]) + "\n" + json.dumps(dict(HELLASWAG_EXAMPLES[1], endings=["one"])) + "\n")
     with pytest.raises(UserError, match="line 2 is not a HellaSwag example"):
         load_examples(path)
 
@@ -144,14 +120,14 @@ def served_examples(tmp_path):
     """A folder holding the examples as hellaswag_val.jsonl, to serve over HTTP."""
     served = tmp_path / "served"
     served.mkdir()
-    (served / "hellaswag_val.jsonl").write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    (served / "hellaswag_val.jsonl").write_text("".join(json.dumps(e) + "\n" for e in HELLASWAG_EXAMPLES))
     return served
 
 
 def test_missing_default_file_is_downloaded(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with serve_files(served_examples(tmp_path)) as url:
-        assert load_examples(DEFAULT_FILE, url=f"{url}/hellaswag_val.jsonl") == EXAMPLES
+        assert load_examples(DEFAULT_FILE, url=f"{url}/hellaswag_val.jsonl") == HELLASWAG_EXAMPLES
     assert os.listdir("data/hellaswag") == ["hellaswag_val.jsonl"]  # no temporary file left
 
 
@@ -168,7 +144,7 @@ def test_missing_named_file_is_an_error_not_a_download(tmp_path):
 
 def test_malformed_named_file_is_not_to_be_deleted(tmp_path):
     path = tmp_path / "my_examples.jsonl"
-    path.write_text(json.dumps(EXAMPLES[0]) + "\n" + '{"ctx": "no endings"}\n')
+    path.write_text(json.dumps(HELLASWAG_EXAMPLES[0]) + "\n" + '{"ctx": "no endings"}\n')
     with pytest.raises(UserError) as error:
         load_examples(str(path))
     assert str(error.value) == (f"{path} line 2 is not a HellaSwag example (JSON with ctx, 4 endings and a label "
@@ -228,7 +204,7 @@ def checkpoint_dir(tmp_path_factory, model):
 def test_cli_evaluates_a_checkpoint(model, checkpoint_dir, hellaswag_file):
     proc = run_script("eval_hellaswag.py", "--init_from=resume", f"--out_dir={checkpoint_dir}",
                       f"--hellaswag_file={hellaswag_file}", "--device=cpu", "--max_examples=3", timeout=120)
-    want = evaluate_hellaswag(model, EXAMPLES[:3], 'cpu', nullcontext())
+    want = evaluate_hellaswag(model, HELLASWAG_EXAMPLES[:3], 'cpu', nullcontext())
     assert (f"HellaSwag on 3 examples: acc_norm {want['acc_norm']:.4f} (lowest average per-token loss of the "
             f"ending), acc {want['acc']:.4f} (lowest summed loss)") in proc.stdout
 
@@ -259,6 +235,6 @@ def test_ranks_share_the_examples_and_sum_their_counts(model, checkpoint_dir, he
                           capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env={**os.environ, "TMPDIR": str(tmp_path)})  # torchrun leaves a folder in the temp dir
     assert proc.returncode == 0, proc.stderr[-3000:]
-    want = evaluate_hellaswag(model, EXAMPLES[:3], 'cpu', nullcontext())  # 2 examples on rank 0, 1 on rank 1
+    want = evaluate_hellaswag(model, HELLASWAG_EXAMPLES[:3], 'cpu', nullcontext())  # 2 examples on rank 0, 1 on rank 1
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == want

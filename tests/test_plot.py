@@ -4,8 +4,8 @@ import json
 
 import matplotlib.image
 
-from conftest import run_script
 from plot import loss_curves, loss_figure, read_log
+from helpers import run_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

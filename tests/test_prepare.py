@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 import tiktoken
+from helpers import REPO, SHAKESPEARE, serve_files
 
-from conftest import REPO, SHAKESPEARE, serve_files
 
 UNREACHABLE = "http://127.0.0.1:9/input.txt"  # the discard port: nothing listens, the connection is refused
 

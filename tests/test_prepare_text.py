@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import tiktoken
+from helpers import REPO, SHAKESPEARE
 
-from conftest import REPO, SHAKESPEARE
 
 SCRIPT = REPO / "data" / "prepare_text.py"
 EOT = 50256

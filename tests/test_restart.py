@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from test_ddp import torchrun, torchrun_command
-from test_train import eval_losses, iter_losses, read_log, train
+from helpers import eval_losses, iter_losses, logged_iters, read_log, torchrun, torchrun_command, train
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +33,6 @@ def worker_pid(torchrun_pid, rank):
         if ppid == torchrun_pid and environ.get(b'RANK') == str(rank).encode():
             return int(pid)
     return None
-
-
-def logged_iters(out_dir):
-    try:
-        return [r['iter'] for r in read_log(out_dir) if 'loss' in r]
-    except (OSError, ValueError):
-        return []
 
 
 def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_data_root, tmp_path):

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from conftest import REPO
-from test_train import TINY, eval_losses, iter_losses, read_log, train
+from helpers import REPO, TINY, eval_losses, iter_losses, logged_iters, read_log, train
 
 # dropout makes the run depend on the RNG state too
 ARGS = ['--max_iters=24', '--eval_interval=4', '--dropout=0.1', '--gradient_accumulation_steps=2']
@@ -29,13 +28,6 @@ def wait_for(proc, condition, timeout=120):
             proc.kill()
             pytest.fail(f"the condition never came true: {proc.communicate()}")
         time.sleep(0.002)
-
-
-def logged_iters(out_dir):
-    try:
-        return list(iter_losses(read_log(out_dir)))
-    except (OSError, ValueError):  # not there yet, or a line half written
-        return []
 
 
 @pytest.mark.slow

@@ -1,15 +1,12 @@
 """sample.py end to end: checkpoints of train.py and of nanoGPT, char-level and GPT-2 BPE, and its errors."""
-import re
 
 import pytest
 import tiktoken
 import torch
-from conftest import run_script
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
-
-SEPARATOR = "\n---------------\n"
+from helpers import BLOCKED_NETWORK, assert_user_error, run_script, samples
 
 
 def write_checkpoint(out_dir, model, dataset, prefix=""):
@@ -55,18 +52,6 @@ def spelling_model(text, favour_padded_ids=False):
         if favour_padded_ids:
             wte[50257:, :len(targets)] = 2.0
     return model
-
-
-# the lines that can come last before the samples: the tokenizer's, the model's size, the note on a long prompt
-LAST_LINES = re.compile(r"(?:meta\.pkl\.\.\.|GPT-2 encodings\.\.\.|saved in [^\n]*\.\.\.|number of parameters: [\d.]+M"
-                        r"|\(its block_size\))\n")
-
-
-def samples(stdout):
-    """The samples printed, without the lines before them (config, tokenizer, model, prompt notes)."""
-    body = LAST_LINES.split(stdout)[-1]
-    assert body.endswith(SEPARATOR)
-    return body[:-len(SEPARATOR)].split(SEPARATOR)
 
 
 def run_sample(*args, cwd, check=True):
@@ -215,13 +200,6 @@ def test_samples_from_a_directory_saved_by_transformers(tmp_path):
 
 # ---------------------------------------------------------------------------- errors
 
-def assert_user_error(proc, message):
-    """A mistake of the user's ends sample.py with one line on stderr that says what is wrong, and exit code 1."""
-    assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert re.fullmatch(r"error: [^\n]+\n", proc.stderr), proc.stderr
-    assert message in proc.stderr
-
 
 ERRORS = {
     'prompt_char_not_in_vocab': ("--start=Hi @ and #", "characters not in the vocabulary of "
@@ -262,9 +240,6 @@ def test_char_checkpoint_away_from_its_meta_pkl_says_where_to_run(tmp_path):
 
 
 # ---------------------------------------------------------------------------- offline
-
-BLOCKED_NETWORK = dict(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", NO_PROXY="",
-                       HF_HUB_OFFLINE="", TRANSFORMERS_OFFLINE="")
 
 
 @pytest.mark.slow

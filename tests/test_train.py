@@ -13,33 +13,9 @@ import tiktoken
 import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint, model_path
-from conftest import REPO, SHAKESPEARE, run_script
 from eval_hellaswag import evaluate_hellaswag, load_examples
 from model import GPT, GPTConfig
-
-# a model that trains in milliseconds per iteration; tests add what they need (later --key=value wins)
-TINY = ['--dataset=shakespeare_char', '--device=cpu', '--compile=False', '--n_layer=2', '--n_head=2', '--n_embd=32',
-        '--block_size=32', '--batch_size=4', '--gradient_accumulation_steps=1', '--eval_iters=2',
-        '--learning_rate=3e-3', '--warmup_iters=0', '--lr_decay_iters=100', '--min_lr=3e-4']
-
-
-def train(cwd, out_dir, *args, **kwargs):
-    """Runs train.py on TINY with cwd (which holds data/) and out_dir; returns the CompletedProcess."""
-    return run_script('train.py', *TINY, f'--out_dir={out_dir}', *args, cwd=cwd, **kwargs)
-
-
-def read_log(out_dir):
-    with open(out_dir / 'log.jsonl') as f:
-        return [json.loads(line) for line in f]
-
-
-def iter_losses(records):
-    """{iter: loss} of the training records; a resumed run's records of an iteration replace the earlier ones."""
-    return {r['iter']: r['loss'] for r in records if 'loss' in r}
-
-
-def eval_losses(records):
-    return {r['iter']: (r['train_loss'], r['val_loss']) for r in records if 'val_loss' in r}
+from helpers import REPO, SHAKESPEARE, eval_losses, iter_losses, read_log, train
 
 
 # -----------------------------------------------------------------------------

@@ -7,9 +7,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import TINY, run_script
 
-from conftest import run_script
-from test_train import TINY
 
 
 class NotPlainData:

@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tiktoken
+from helpers import REPO, SHAKESPEARE
 
-from conftest import REPO, SHAKESPEARE
 
 FINEWEB = REPO / "data" / "fineweb" / "prepare.py"
 OPENWEBTEXT = REPO / "data" / "openwebtext" / "prepare.py"

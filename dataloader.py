@@ -64,6 +64,9 @@ def check_dataset(data_dir, block_size):
         path = os.path.join(data_dir, f'{split}.bin')
         if not os.path.isfile(path):
             raise UserError(f"no {path}; {how}")
+        if os.path.getsize(path) % 2:
+            raise UserError(f"{path} has an odd number of bytes, so it is not uint16 token ids (it is cut short, or "
+                            f"not a dataset); {how}")
         num_tokens = os.path.getsize(path) // 2
         if num_tokens < block_size + 1:
             raise UserError(f"{path} has {num_tokens} tokens, fewer than block_size + 1 = {block_size + 1}; "

@@ -51,7 +51,7 @@ from errors import UserError, first_line, writing
 from fileio import claim, remove_stale_temps
 from model import GPT2_MODELS
 from provenance import device_name, git_commit
-from tokenizer import GPT2_VOCAB, dataset_vocab, describe, model_tokenizer
+from tokenizer import GPT2_VOCAB, Tokenizer, dataset_vocab, describe, has_saved_tokenizer
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
@@ -143,9 +143,6 @@ if wandb_log:
         import wandb
     except ImportError:
         raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
-busy = "wait for it to end or stop it, or pick another --out_dir"
-if master_process and os.path.isdir(out_dir):
-    claim(out_dir, busy) # now: a run that cannot write there should not spend minutes loading first
 
 # resuming: the model's shape is the checkpoint's, as in nanoGPT. A torchrun restart resumes the run's own checkpoint.
 checkpoint = None
@@ -217,8 +214,8 @@ else:
         if model.config.gelu_approximate != 'none': # only then, so that nanoGPT can read our checkpoints
             model_args['gelu_approximate'] = model.config.gelu_approximate
         learnt = GPT2_VOCAB if init_from in GPT2_MODELS else \
-            model_tokenizer(model_args['vocab_size'], directory=init_from).vocab # the tokenizer saved with it
-        if learnt != vocab:
+            Tokenizer(init_from).vocab if has_saved_tokenizer(init_from) else None # None: it does not say
+        if learnt not in (None, vocab):
             raise UserError(f"the model of init_from={init_from} learnt {describe(learnt)}, but dataset={dataset} has "
                             f"{describe(vocab)}: its token ids would mean other text; prepare the data with the "
                             f"model's tokenizer")
@@ -250,7 +247,7 @@ if wandb_log and master_process: # before out_dir is made: it fails without an A
 if master_process:
     with writing(out_dir, "pick another --out_dir"):
         os.makedirs(out_dir, exist_ok=True)
-    claim(out_dir, busy)
+    claim(out_dir, "wait for it to end or stop it, or pick another --out_dir")
     for path in remove_stale_temps(os.path.join(out_dir, CKPT)) + remove_stale_temps(os.path.join(out_dir, LAST)):
         print(f"removed {path}, a checkpoint whose writer was killed")
     if not resumed and not eval_only:

@@ -147,3 +147,30 @@ HELLASWAG_EXAMPLES = [
      "endings": ["jumps into the sink.", "reads a newspaper about plates.",
                  "scrubs each plate with a sponge and rinses it.", "leaves."]},
 ]
+
+
+def user_error_in_process(script, *args, cwd, env=None):
+    """Runs script's top level in this process, as `python script args` in cwd would run it, and returns the message
+    of the UserError it stops with (None if it ends without one). For the mistakes a script finds before it does
+    any work: no process to start, so no 2-3 s of importing torch. What the script changes in this process (its
+    excepthook, signal handlers, environment, working directory) is put back."""
+    import runpy
+    import signal
+    from errors import UserError
+    saved = sys.argv, os.getcwd(), sys.excepthook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    saved_env = dict(os.environ)
+    try:
+        sys.argv = [str(REPO / script), *map(str, args)]
+        os.chdir(cwd)
+        os.environ.update(env or {})
+        runpy.run_path(str(REPO / script), run_name='__main__')
+    except UserError as e:
+        return str(e)
+    finally:
+        sys.argv, cwd, sys.excepthook, sigterm, sigint = saved
+        os.chdir(cwd)
+        signal.signal(signal.SIGTERM, sigterm)
+        signal.signal(signal.SIGINT, sigint)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return None

@@ -5,6 +5,7 @@ no traceback. Each script calls install() first; importing this module changes n
 """
 
 import errno
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -43,10 +44,13 @@ def writing(where, advice=""):
         yield
     except Exception as e:
         cause = os_error(e)
-        if cause is None or cause.errno not in DISK_FULL + NOT_WRITABLE:
+        number = cause.errno if cause is not None else next( # libraries that keep only the message (safetensors)
+            (n for n in DISK_FULL + NOT_WRITABLE if os.strerror(n) in str(e)), None)
+        if number not in DISK_FULL + NOT_WRITABLE:
             raise
-        what = "the disk is full" if cause.errno in DISK_FULL else "it is not writable"
-        raise UserError(f"cannot write {where}: {what} ({cause.strerror})" + (f"; {advice}" if advice else "")
+        what = {errno.EFBIG: "a file-size limit is reached", **dict.fromkeys(NOT_WRITABLE, "it is not writable")
+                }.get(number, "the disk is full")
+        raise UserError(f"cannot write {where}: {what} ({os.strerror(number)})" + (f"; {advice}" if advice else "")
                         ) from None
 
 

@@ -84,11 +84,16 @@ def writer_is_gone(temp_name):
     return False
 
 
-def remove_stale_temps(path):
-    """Removes the files and folders that temp_path(path) named for processes that are gone; returns their paths."""
+def stale_temps(path):
+    """The files and folders that temp_path(path) named for processes that are gone."""
     directory, name = os.path.split(os.path.abspath(path.rstrip(os.sep)))
-    stale = [os.path.join(directory, entry) for entry in os.listdir(directory)
-             if entry.startswith(f"{name}.tmp.") and writer_is_gone(entry)]
+    return [os.path.join(directory, entry) for entry in sorted(os.listdir(directory))
+            if entry.startswith(f"{name}.tmp.") and writer_is_gone(entry)]
+
+
+def remove_stale_temps(path):
+    """Removes stale_temps(path); returns their paths."""
+    stale = stale_temps(path)
     for entry in stale:
         shutil.rmtree(entry) if os.path.isdir(entry) and not os.path.islink(entry) else os.remove(entry)
     return stale
@@ -132,15 +137,15 @@ def claim(directory, advice):
     if os.path.abspath(directory) in _claimed:
         return
     path = os.path.join(directory, LOCK)
-    with writing(directory, "pick another one"):
+    with writing(path, "nothing was written there"):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
-        os.close(fd)
-        raise UserError(f"{directory} is in use by {holder}; {advice}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})"
-              .encode(), 0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{directory} is in use by {holder}; {advice}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
     _claimed[os.path.abspath(directory)] = fd

@@ -2,11 +2,12 @@
 The functions tests share are in helpers.py."""
 
 import os
+import subprocess
 import sys
 
 import pytest
 
-from helpers import REPO, SHAKESPEARE, SHARED, run_script
+from helpers import REPO, SHAKESPEARE, SHARED, run_script, train
 
 sys.path.insert(0, str(REPO))
 if not SHAKESPEARE.exists():  # no ../shared: download what step 2 of the README's quick start downloads
@@ -26,3 +27,40 @@ def char_data_root(tmp_path_factory):
     run_script("data/shakespeare_char/prepare.py", "--input", SHAKESPEARE,
                f"--out_dir={root / 'data' / 'shakespeare_char'}")
     return root
+
+
+@pytest.fixture(scope="session")
+def char_run(char_data_root, tmp_path_factory):
+    """out_dir of a tiny character model trained by train.py for 3 iterations (helpers.TINY: bias=False, exact
+    GELU), with its ckpt.pt and log.jsonl. Read-only for tests: copy it to change it."""
+    out_dir = tmp_path_factory.mktemp("char_run") / "out"
+    train(char_data_root, out_dir, '--max_iters=3', '--eval_interval=3')
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def char_export(char_run, char_data_root, tmp_path_factory):
+    """(out_dir, hf_dir): char_run exported by export.py. Read-only for tests."""
+    hf_dir = tmp_path_factory.mktemp("char_export") / "hf"
+    run_script("export.py", f"--out_dir={char_run}", f"--hf_dir={hf_dir}", cwd=char_data_root, timeout=300)
+    return char_run, hf_dir
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A factory of real small file systems: small_disk(kilobytes) mounts a tmpfs of that size (root only) and
+    returns its path; read_only(path) makes it read-only. All are unmounted after the test."""
+    mounts = []
+
+    def mount(kilobytes):
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        if subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={kilobytes}k', 'tmpfs', str(path)],
+                          capture_output=True).returncode != 0:
+            pytest.skip("mounting a tmpfs needs root")
+        mounts.append(path)
+        return path
+    mount.read_only = lambda path: subprocess.run(['mount', '-o', 'remount,ro', str(path)], check=True)
+    yield mount
+    for path in reversed(mounts):
+        subprocess.run(['umount', '-l', str(path)], check=True)

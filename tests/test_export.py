@@ -22,19 +22,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def char_export(tmp_path_factory, char_data_root):
-    """A character model trained for 3 iterations by train.py (bias=False, exact GELU), exported from the
-    directory that holds its data/shakespeare_char/meta.pkl. Returns (out_dir, hf_dir)."""
-    out_dir = tmp_path_factory.mktemp("char") / "out"
-    run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--n_layer=2",
-               "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1",
-               "--max_iters=3", "--eval_interval=3", "--eval_iters=2", "--warmup_iters=0", "--lr_decay_iters=3",
-               f"--out_dir={out_dir}", cwd=char_data_root, timeout=300)
-    run_script("export.py", f"--out_dir={out_dir}", cwd=char_data_root, timeout=300)
-    return out_dir, out_dir / "hf"
-
-
-@pytest.fixture(scope="module")
 def bpe_export(tmp_path_factory):
     """A GPT-2-vocabulary model (50304 ids, biases, GPT-2's tanh GELU) in a checkpoint as train.py writes it,
     exported from a directory without data/. Returns (out_dir, hf_dir)."""
@@ -200,7 +187,7 @@ def test_model_card_holds_config_data_val_loss_and_provenance(char_export, bpe_e
     card = (hf_dir / "README.md").read_text(encoding="utf-8")
     assert "library_name: transformers" in card and "| dataset | shakespeare_char |" in card
     assert f"| best val loss | {checkpoint['best_val_loss']:.4f} |" in card and "| iterations | 3 |" in card
-    assert '"n_embd": 32' in card and f'"git_commit": "{checkpoint["provenance"]["git_commit"]}"' in card
+    assert '"n_embd": 32' in card and f'"git_commit": {json.dumps(checkpoint["provenance"]["git_commit"])}' in card
     assert "none in training (bias=False); exported as zeros" in card
     bpe_card = (bpe_export[1] / "README.md").read_text(encoding="utf-8")
     assert "| best val loss | 5.4321 |" in bpe_card and "padded to 50304" in bpe_card
@@ -209,20 +196,68 @@ def test_model_card_holds_config_data_val_loss_and_provenance(char_export, bpe_e
 # ---------------------------------------------------------------------------- what must not happen
 
 
-def test_a_directory_that_is_not_an_export_is_never_replaced(bpe_export, tmp_path):
+def files(directory):
+    return {name: (directory / name).read_bytes() for name in os.listdir(directory)}
+
+
+def test_a_save_pretrained_directory_is_never_replaced(bpe_export, tmp_path):
     out_dir, _ = bpe_export
-    (tmp_path / "notes.txt").write_text("mine")
-    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path}", cwd=out_dir, check=False)
-    assert_user_error(proc, f"{tmp_path} exists and is not an earlier export (it has no model.safetensors)")
-    assert os.listdir(tmp_path) == ["notes.txt"]
+    transformers_model(bpe_export[1]).save_pretrained(tmp_path / "gpt2")  # as the offline gpt2 copy is made
+    before = files(tmp_path / "gpt2")
+    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'gpt2'}", cwd=out_dir, check=False)
+    assert_user_error(proc, f"{tmp_path / 'gpt2'} exists and is not an earlier export of export.py (it holds "
+                            f"config.json, generation_config.json, model.safetensors, which export.py did not write)")
+    assert files(tmp_path / "gpt2") == before and os.listdir(tmp_path) == ["gpt2"]
 
 
-def test_char_model_without_its_meta_pkl_is_not_exported_with_gpt2s_tokenizer(char_export, tmp_path):
+def test_an_export_holding_a_file_of_the_users_is_not_replaced(bpe_export, tmp_path):
+    out_dir, hf_dir = bpe_export
+    shutil.copytree(hf_dir, tmp_path / "hf")
+    (tmp_path / "hf" / "notes.txt").write_text("mine")
+    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir, check=False)
+    assert_user_error(proc, "(it holds notes.txt, which export.py did not write)")
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"
+
+
+def test_a_char_model_exports_with_its_checkpoints_vocabulary_from_any_directory(char_export, char_data_root,
+                                                                                  tmp_path):
+    out_dir, hf_dir = char_export
+    run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=tmp_path)
+    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
+
+
+def test_a_nanogpt_char_checkpoint_without_its_meta_pkl_is_not_exported_with_gpt2s_tokenizer(char_export, tmp_path):
     out_dir, _ = char_export
-    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=tmp_path, check=False)
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    del checkpoint['vocab']  # nanoGPT's checkpoints name their dataset, and sample.py finds its meta.pkl by that
+    (tmp_path / "run").mkdir()
+    torch.save(checkpoint, tmp_path / "run" / "ckpt.pt")
+    proc = run_script("export.py", "--out_dir=run", cwd=tmp_path, check=False)
     assert_user_error(proc, "the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
                             "run it in the directory that holds data/shakespeare_char/meta.pkl")
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path / "run") == ["ckpt.pt"]
+
+
+def test_the_export_files_are_readable_by_everyone_the_umask_allows(char_export):
+    _, hf_dir = char_export
+    assert {name: os.stat(hf_dir / name).st_mode & 0o777 for name in os.listdir(hf_dir)} == \
+        dict.fromkeys(os.listdir(hf_dir), 0o666 & ~current_umask())
+
+
+def current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_the_model_cards_example_runs_on_the_cards_model(char_export, tmp_path):
+    _, hf_dir = char_export
+    card = (hf_dir / "README.md").read_text(encoding="utf-8")
+    snippet = card.split("```python\n")[1].split("```")[0]
+    assert "max_new_tokens=26" in snippet  # block_size 32 less the prompt's 6 characters
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ROMEO:")
 
 
 def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_path):
@@ -242,13 +277,34 @@ def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_p
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) != 0
     assert os.listdir(tmp_path) == ["hf"]  # the half-built export is gone
-    assert {name: (earlier / name).read_bytes() for name in os.listdir(earlier)} == before
+    assert files(earlier) == before
+
+
+def test_an_export_killed_on_the_way_leaves_what_the_next_one_removes(bpe_export, tmp_path):
+    out_dir, hf_dir = bpe_export
+    shutil.copytree(hf_dir, tmp_path / "hf")
+    before = files(tmp_path / "hf")
+    proc = subprocess.Popen([sys.executable, str(REPO / "export.py"), f"--out_dir={out_dir}",
+                             f"--hf_dir={tmp_path / 'hf'}"], cwd=out_dir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any((tmp_path / d / "model.safetensors").exists() for d in os.listdir(tmp_path) if ".tmp." in d):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.kill()  # kill -9: nothing of export.py runs after it
+    proc.wait()
+    assert len(os.listdir(tmp_path)) == 2 and files(tmp_path / "hf") == before
+    run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir)
+    assert os.listdir(tmp_path) == ["hf"]
 
 
 def test_exporting_again_replaces_the_earlier_export(bpe_export, tmp_path):
     out_dir, hf_dir = bpe_export
     shutil.copytree(hf_dir, tmp_path / "hf")
-    (tmp_path / "hf" / "stale.txt").write_text("from the earlier export")
+    (tmp_path / "hf" / "stale.txt").write_text("from the earlier export")  # an earlier version's, say
+    marker = json.loads((tmp_path / "hf" / "nanogpt_export.json").read_text())
+    marker['files'].append("stale.txt")
+    (tmp_path / "hf" / "nanogpt_export.json").write_text(json.dumps(marker))
     run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir)
     assert os.listdir(tmp_path) == ["hf"]
     assert sorted(os.listdir(tmp_path / "hf")) == sorted(os.listdir(hf_dir))

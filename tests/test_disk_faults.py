@@ -1,0 +1,88 @@
+"""A full disk, a file-size limit and a read-only folder, wherever train.py, export.py and plot.py write: one line
+that says what and where, exit code 1, and what was there before stays whole. Real small file systems (tmpfs)
+and a real RLIMIT_FSIZE; the data scripts' are in their own tests."""
+
+import os
+import resource
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from checkpoint import load_checkpoint
+from helpers import REPO, TINY, assert_user_error, run_script
+
+pytestmark = pytest.mark.slow  # each starts train.py or export.py
+
+
+def fill(disk):
+    """Writes to disk until it is full."""
+    with open(disk / 'filler', 'wb') as f:
+        try:
+            while True:
+                f.write(b'\0' * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_full_disk_while_saving_a_checkpoint_keeps_the_earlier_one(small_disk, char_data_root):
+    disk = small_disk(600)  # room for one checkpoint of the tiny model (370 kB) and the log, not for two
+    out_dir = disk / 'out'
+    proc = run_script('train.py', *TINY, f'--out_dir={out_dir}', '--max_iters=8', '--eval_interval=4',
+                      cwd=char_data_root, check=False)
+    assert_user_error(proc, f"error: cannot write {out_dir}/ckpt.pt: the disk is full (No space left on device); "
+                            f"the checkpoint of iter 4 in {out_dir} is kept\n")
+    assert load_checkpoint(str(out_dir / 'ckpt.pt'))['iter_num'] == 4
+    assert sorted(os.listdir(out_dir)) == ['.lock', 'ckpt.pt', 'log.jsonl']  # no temporary file left
+
+
+def test_a_full_disk_at_the_start_is_one_line(small_disk, char_data_root):
+    disk = small_disk(64)
+    fill(disk)
+    proc = run_script('train.py', *TINY, f'--out_dir={disk / "out"}', cwd=char_data_root, check=False)
+    assert_user_error(proc, f"error: cannot write {disk / 'out'}")
+    assert "the disk is full (No space left on device)" in proc.stderr
+
+
+def test_a_file_size_limit_while_saving_a_checkpoint_is_one_line(char_data_root, tmp_path):
+    limit = 100_000  # the log fits, the 370 kB checkpoint does not; Python ignores SIGXFSZ: writes get EFBIG
+    proc = subprocess.run([sys.executable, str(REPO / 'train.py'), *TINY, f'--out_dir={tmp_path}', '--max_iters=2',
+                           '--eval_interval=2'], cwd=char_data_root, capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+    assert_user_error(proc, f"error: cannot write {tmp_path}/ckpt.pt: a file-size limit is reached (File too large); "
+                            f"no checkpoint was written\n")
+    assert sorted(os.listdir(tmp_path)) == ['.lock', 'log.jsonl']
+
+
+def test_a_full_disk_in_export_keeps_the_earlier_export(small_disk, char_export, char_data_root):
+    out_dir, hf_dir = char_export
+    disk = small_disk(200)  # the earlier export (125 kB) fits, a second one beside it does not
+    shutil.copytree(hf_dir, disk / 'hf')
+    before = {name: (disk / 'hf' / name).read_bytes() for name in os.listdir(disk / 'hf')}
+    proc = run_script('export.py', f'--out_dir={out_dir}', f'--hf_dir={disk / "hf"}', cwd=char_data_root,
+                      check=False)
+    assert_user_error(proc, f"error: cannot write {disk / 'hf'}: the disk is full (No space left on device); "
+                            f"{disk / 'hf'} is as it was\n")
+    assert os.listdir(disk) == ['hf']
+    assert {name: (disk / 'hf' / name).read_bytes() for name in os.listdir(disk / 'hf')} == before
+
+
+def test_export_into_a_read_only_folder_is_one_line(small_disk, char_export, char_data_root):
+    out_dir, _ = char_export
+    disk = small_disk(64)
+    small_disk.read_only(disk)
+    proc = run_script('export.py', f'--out_dir={out_dir}', f'--hf_dir={disk / "hf"}', cwd=char_data_root,
+                      check=False)
+    assert_user_error(proc, f"error: cannot write {disk / 'hf'}: it is not writable (Read-only file system); "
+                            f"nothing was exported\n")
+
+
+def test_plot_into_a_read_only_folder_is_one_line(small_disk, char_run):
+    disk = small_disk(64)
+    shutil.copy(char_run / 'log.jsonl', disk / 'log.jsonl')
+    small_disk.read_only(disk)
+    proc = run_script('plot.py', f'--out_dir={disk}', check=False)
+    assert_user_error(proc, f"error: cannot write {disk}/loss.png: it is not writable (Read-only file system); "
+                            f"plot into another --out_dir\n")

@@ -120,6 +120,18 @@ def test_resume_continues_from_the_saved_iteration(char_data_root, scratch, tmp_
 
 
 @pytest.mark.slow
+def test_resume_with_another_batch_shape_keeps_the_token_count_true_and_records_the_change(char_data_root, scratch,
+                                                                                           tmp_path):
+    shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)  # 12 iterations of 4 x 32 tokens
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['tokens'] == 12 * 128
+    train(char_data_root, tmp_path, '--init_from=resume', '--max_iters=14', '--batch_size=8')
+    records = read_log(tmp_path)
+    assert {'iter': 12, 'tokens_per_iter': 256, 'was': 128} in records
+    assert [r['tokens'] for r in records if 'loss' in r][-2:] == [12 * 128 + 256, 12 * 128 + 512]
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['tokens'] == 12 * 128 + 512
+
+
+@pytest.mark.slow
 def test_nanogpt_checkpoint_resumes(char_data_root, scratch, tmp_path):
     # what nanoGPT's train.py saves: a compiled model's keys, best_val_loss a tensor, no RNG, scaler or provenance
     ours = load_checkpoint(scratch[0] / 'ckpt.pt')

@@ -50,6 +50,15 @@ def init_process_group(backend, device, timeout, out_dir):
     sys.excepthook = on_error
 
 
+def gather(value):
+    """[value of process 0, value of process 1, ...]: every process's value, in every process; [value] alone."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def shard(model, device, dtype):
     """FSDP: shards the weights of each Block, then the rest, over the processes, and moves the shards to device.
     Before the optimizer is made: it must hold the shards. Under FSDP the compute dtype comes from its

@@ -15,12 +15,10 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1)
 
---fsdp=True shards the weights, gradients and AdamW state over the processes (FSDP2) instead of copying them (DDP).
-With torchrun --max-restarts=N, processes restarted after one died go on from the run's newest checkpoint.
-
-Ctrl-C or SIGTERM stops the run after the current iteration with a checkpoint (a second one stops at once);
---init_from=resume then goes on exactly as if it had never stopped. checkpoint.py says what ckpt.pt and last.pt
-hold. Metrics go to out_dir/log.jsonl, one JSON object a line.
+--fsdp=True shards weights, gradients and AdamW state over the processes (FSDP2, parallel.py) instead of copying
+them; under torchrun --max-restarts=N, restarted processes go on from the run's newest checkpoint. Ctrl-C or SIGTERM
+stops after the current iteration with a checkpoint (a second one stops at once); --init_from=resume goes on exactly
+as if it had never stopped (checkpoint.py: ckpt.pt and last.pt). One run owns its out_dir; metrics go to log.jsonl.
 """
 
 import errors
@@ -43,15 +41,14 @@ import torch.distributed as dist
 import eval_hellaswag
 import hardware
 import parallel
-from checkpoint import (CKPT, LAST, check_resumable, init_model, load_checkpoint, resume_path, rng_state,
-                        save_checkpoint, set_aside, set_rng_state)
+from checkpoint import (CKPT, LAST, checkpoint_to_resume, init_model, model_args_of, rng_state, save_checkpoint,
+                        set_rng_state, take_out_dir)
 from configurator import at_least, configure, fraction
 from dataloader import check_dataset, get_batch
 from errors import UserError, first_line, writing
-from fileio import claim, remove_stale_temps
 from model import GPT2_MODELS
 from provenance import device_name, git_commit
-from tokenizer import GPT2_VOCAB, Tokenizer, dataset_vocab, describe, has_saved_tokenizer
+from tokenizer import GPT2_VOCAB, Tokenizer, check_vocab, dataset_vocab, describe, has_saved_tokenizer
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
@@ -145,14 +142,8 @@ if wandb_log:
         raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
 
 # resuming: the model's shape is the checkpoint's, as in nanoGPT. A torchrun restart resumes the run's own checkpoint.
-checkpoint = None
-ckpt_path = resume_path(out_dir)
-if init_from == 'resume' or (restart_count > 0 and os.path.exists(ckpt_path)):
-    checkpoint = load_checkpoint(ckpt_path) # to CPU: the model and the optimizer move their state to the device
-    if init_from != 'resume' and checkpoint.get('provenance', {}).get('run_id') != run_id:
-        checkpoint = None # an earlier run's: this run died before its first checkpoint, and starts again
+checkpoint, ckpt_path = checkpoint_to_resume(out_dir, init_from, restart_count, run_id)
 if checkpoint is not None:
-    check_resumable(checkpoint, ckpt_path)
     shape = {k: checkpoint['model_args'][k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')}
     ignored = ", ".join(f"{k}={v} (not {config[k]})" for k, v in shape.items() if config[k] != v)
     if ignored and master_process:
@@ -183,18 +174,9 @@ print(f"the dataset's vocabulary: {describe(vocab)} (vocab_size = {vocab['vocab_
 iter_num = 0
 best_val_loss = 1e9
 tokens = 0 # trained on so far
-model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                  vocab_size=vocab['vocab_size'] if 'itos' in vocab else 50304, dropout=dropout) # 50304: GPT-2's
-                  # 50257 rounded up for efficiency
 if resumed:
     print(f"Resuming training from {ckpt_path}" + (f" (torchrun restart {restart_count})" if restart_count else ""))
-    trained_on = checkpoint.get('vocab')
-    if trained_on is not None and trained_on != vocab:
-        raise UserError(f"dataset={dataset} has another vocabulary ({describe(vocab)}) than the model in {ckpt_path} "
-                        f"learnt ({describe(trained_on)}, from dataset={checkpoint['config'].get('dataset')}): its "
-                        f"token ids would mean other text; resume on that dataset, or start a new run")
-    model = init_model('resume', checkpoint, ckpt_path, dropout=dropout)
-    model_args = {**checkpoint['model_args'], 'dropout': dropout}
+    check_vocab(checkpoint.get('vocab'), vocab, dataset, ckpt_path) # nanoGPT's checkpoints have none
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
     saved = checkpoint.get('config', {})
@@ -204,28 +186,21 @@ if resumed:
     if changed and master_process:
         print("config changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
 else:
-    print("Initializing a new model from scratch" if init_from == 'scratch' else
-          f"Initializing from OpenAI GPT-2 weights: {init_from}")
-    model = init_model(init_from, model_args=model_args, dropout=dropout)
-    if init_from != 'scratch':
-        # read off the created config params, so we can store them into checkpoint correctly
-        for k in ['n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size']:
-            model_args[k] = getattr(model.config, k)
-        if model.config.gelu_approximate != 'none': # only then, so that nanoGPT can read our checkpoints
-            model_args['gelu_approximate'] = model.config.gelu_approximate
-        learnt = GPT2_VOCAB if init_from in GPT2_MODELS else \
-            Tokenizer(init_from).vocab if has_saved_tokenizer(init_from) else None # None: it does not say
-        if learnt not in (None, vocab):
-            raise UserError(f"the model of init_from={init_from} learnt {describe(learnt)}, but dataset={dataset} has "
-                            f"{describe(vocab)}: its token ids would mean other text; prepare the data with the "
-                            f"model's tokenizer")
+    print("Initializing a new model from scratch" if init_from == 'scratch' else f"Initializing from {init_from}")
+    if init_from != 'scratch': # the vocabulary of GPT-2, or of the tokenizer saved in a transformers directory
+        check_vocab(GPT2_VOCAB if init_from in GPT2_MODELS else
+                    Tokenizer(init_from).vocab if has_saved_tokenizer(init_from) else None, vocab, dataset, init_from)
+model = init_model('resume' if resumed else init_from, checkpoint, ckpt_path, dropout=dropout,
+                   model_args=dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                                   vocab_size=50304 if vocab == GPT2_VOCAB else vocab['vocab_size'])) # 50304: GPT-2's
+                                   # 50257 rounded up for efficiency
 # crop down the model block size if desired, using model surgery
 if block_size > model.config.block_size:
     raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of the model "
                     f"from init_from={init_from}; use --block_size={model.config.block_size} or less")
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
-    model_args['block_size'] = block_size # so that the checkpoint will have the right value
+model_args = model_args_of(model) # what the checkpoints record, as nanoGPT's do
 if vocab['vocab_size'] > model_args['vocab_size']:
     trained_on = f" (it was trained on {checkpoint['config'].get('dataset')})" if resumed else ""
     raise UserError(f"dataset={dataset} has {vocab['vocab_size']} token ids but the model from init_from={init_from} "
@@ -245,16 +220,7 @@ if wandb_log and master_process: # before out_dir is made: it fails without an A
 
 # the config is fine: from here on files get written, by this run alone
 if master_process:
-    with writing(out_dir, "pick another --out_dir"):
-        os.makedirs(out_dir, exist_ok=True)
-    claim(out_dir, "wait for it to end or stop it, or pick another --out_dir")
-    for path in remove_stale_temps(os.path.join(out_dir, CKPT)) + remove_stale_temps(os.path.join(out_dir, LAST)):
-        print(f"removed {path}, a checkpoint whose writer was killed")
-    if not resumed and not eval_only:
-        earlier = set_aside(out_dir)
-        if earlier:
-            print(f"moved the earlier run's checkpoints to {earlier} rather than overwrite them; delete them when "
-                  f"you no longer need them")
+    take_out_dir(out_dir, new_run=not resumed and not eval_only)
 if ddp:
     if backend == 'nccl' and device_type != 'cuda':
         print(f"nccl needs CUDA devices; using the gloo backend for device={device}")
@@ -287,12 +253,7 @@ if ddp:
     model = parallel.wrap(model, device)
 
 if checkpoint is not None:
-    rngs = checkpoint.get('rng')
-    if rngs is not None and len(rngs) == ddp_world_size:
-        set_rng_state(rngs[ddp_rank], device)
-    else:
-        print("the checkpoint has no RNG state for this number of processes: dropout will not repeat the "
-              "uninterrupted run's")
+    set_rng_state(checkpoint.get('rng'), ddp_rank, ddp_world_size, device)
 checkpoint = None # free up memory
 
 # helps estimate an arbitrarily accurate loss over either split using many batches
@@ -336,11 +297,8 @@ provenance = dict(config=config, git_commit=git_commit(), python=platform.python
 def save(reason, name):
     """Writes the whole training state to out_dir/name, CKPT or LAST (see checkpoint.py). Every process calls it:
     they hand in their RNG states."""
-    rngs = [rng_state(device)]
-    if ddp:
-        rngs = [None] * ddp_world_size
-        dist.all_gather_object(rngs, rng_state(device))
-        parallel.check_weights_identical(raw_model) # DDP: the processes applied the same averaged gradients
+    rngs = parallel.gather(rng_state(device))
+    parallel.check_weights_identical(raw_model) # DDP: the processes applied the same averaged gradients
     model_state, optimizer_state = parallel.full_state(raw_model, optimizer) # FSDP: gathered to rank 0's CPU
     if master_process:
         checkpoint = {

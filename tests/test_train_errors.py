@@ -121,11 +121,11 @@ ERRORS = {
     'meta_with_itos_not_a_dict': (['--dataset=itos_not_a_dict'], "data/itos_not_a_dict/meta.pkl has an itos and stoi "
                                                                  "that do not map the ids 0..1 to characters and back"),
     'resume_on_fewer_characters': (['--init_from=resume', '--out_dir=run', '--dataset=twelve'],
-                                   "dataset=twelve has another vocabulary (12 characters) than the model in "
-                                   "run/ckpt.pt learnt (65 characters, from dataset=shakespeare_char)"),
+                                   "dataset=twelve has another vocabulary (12 characters) than the model from "
+                                   "run/ckpt.pt learnt (65 characters)"),
     'resume_on_other_characters_of_the_same_number': (
         ['--init_from=resume', '--out_dir=run', '--dataset=other65'],
-        "dataset=other65 has another vocabulary (65 characters) than the model in run/ckpt.pt learnt"),
+        "dataset=other65 has another vocabulary (65 characters) than the model from run/ckpt.pt learnt"),
     'resume_without_training_state': (['--init_from=resume', '--out_dir=weights_only'],
                                       "weights_only/ckpt.pt holds a model but not the training state to resume "
                                       "(optimizer, iter_num, best_val_loss missing)"),

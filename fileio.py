@@ -67,7 +67,7 @@ def read_text(path):
 def temp_path(path):
     """Where path is written before it takes its name: beside it, so that the move is a rename, and named for its
     writer, so that two processes never share one and a stale one can be told from one being written."""
-    return f"{path.rstrip(os.sep)}.tmp.{os.getpid()}@{socket.gethostname()}"
+    return f"{os.fspath(path).rstrip(os.sep)}.tmp.{os.getpid()}@{socket.gethostname()}"
 
 
 def writer_is_gone(temp_name):
@@ -86,7 +86,7 @@ def writer_is_gone(temp_name):
 
 def stale_temps(path):
     """The files and folders that temp_path(path) named for processes that are gone."""
-    directory, name = os.path.split(os.path.abspath(path.rstrip(os.sep)))
+    directory, name = os.path.split(os.path.abspath(os.fspath(path).rstrip(os.sep)))
     return [os.path.join(directory, entry) for entry in sorted(os.listdir(directory))
             if entry.startswith(f"{name}.tmp.") and writer_is_gone(entry)]
 

@@ -76,7 +76,7 @@ def test_kill_during_checkpoint_write_leaves_a_loadable_checkpoint(char_data_roo
     iter_num = load_checkpoint(tmp_path / 'ckpt.pt')['iter_num']  # the earlier checkpoint, whole
 
     proc = train(char_data_root, tmp_path, *args, '--init_from=resume', f'--max_iters={iter_num + 1}')
-    assert all(f"removing {path}, an unfinished checkpoint" in proc.stdout for path in left)
+    assert all(f"removed {path}, a checkpoint whose writer was killed" in proc.stdout for path in left)
     assert not list(tmp_path.glob('ckpt.pt.tmp.*'))
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == iter_num + 1
 

@@ -150,23 +150,29 @@ HELLASWAG_EXAMPLES = [
 ]
 
 
-def user_error_in_process(script, *args, cwd, env=None):
-    """Runs script's top level in this process, as `python script args` in cwd would run it, and returns the message
-    of the UserError it stops with (None if it ends without one). For the mistakes a script finds before it does
-    any work: no process to start, so no 2-3 s of importing torch. What the script changes in this process (its
-    excepthook, signal handlers, environment, working directory) is put back."""
+def run_in_process(script, *args, cwd, env=None):
+    """Runs script's top level in this process, as `python script args` in cwd would run it; returns what it printed
+    and the message of the UserError it stopped with (None if it ended without one) as .stdout and .error. No
+    process to start, so no 2-3 s of importing torch: for the mistakes a script finds before it does any work, and
+    for runs whose output tells the result. What the script changes in this process (its excepthook, signal
+    handlers, environment, working directory) is put back."""
+    import contextlib
+    import io
     import runpy
     import signal
+    import types
     from errors import UserError
     saved = sys.argv, os.getcwd(), sys.excepthook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     saved_env = dict(os.environ)
+    stdout, error = io.StringIO(), None
     try:
         sys.argv = [str(REPO / script), *map(str, args)]
         os.chdir(cwd)
         os.environ.update(env or {})
-        runpy.run_path(str(REPO / script), run_name='__main__')
+        with contextlib.redirect_stdout(stdout):
+            runpy.run_path(str(REPO / script), run_name='__main__')
     except UserError as e:
-        return str(e)
+        error = str(e)
     finally:
         sys.argv, cwd, sys.excepthook, sigterm, sigint = saved
         os.chdir(cwd)
@@ -174,4 +180,11 @@ def user_error_in_process(script, *args, cwd, env=None):
         signal.signal(signal.SIGINT, sigint)
         os.environ.clear()
         os.environ.update(saved_env)
-    return None
+    return types.SimpleNamespace(stdout=stdout.getvalue(), error=error)
+
+
+def train_here(cwd, out_dir, *args):
+    """train.py on TINY in this process (run_in_process), which must end without an error; returns its stdout."""
+    result = run_in_process('train.py', *TINY, f'--out_dir={out_dir}', *args, cwd=cwd)
+    assert result.error is None, result.error
+    return result.stdout

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, assert_user_error, run_script, user_error_in_process
+from helpers import TINY, assert_user_error, run_script, run_in_process
 
 
 
@@ -169,7 +169,7 @@ def setup_case(case, tmp_path):
 def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, char_data_root, tmp_path):
     args, message, env = setup_case(case, tmp_path)
     before = snapshot(workspace, char_data_root, tmp_path)
-    error = user_error_in_process('train.py', *TINY, *args, cwd=workspace, env=env)
+    error = run_in_process('train.py', *TINY, *args, cwd=workspace, env=env).error
     assert error is not None and message in error, error
     assert '\n' not in error
     assert snapshot(workspace, char_data_root, tmp_path) == before

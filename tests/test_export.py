@@ -15,7 +15,8 @@ import torch
 from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
-from helpers import BLOCKED_NETWORK, REPO, SHAKESPEARE, assert_user_error, run_script, samples
+from helpers import (BLOCKED_NETWORK, REPO, SHAKESPEARE, assert_user_error, run_in_process, run_script, samples,
+                     train_here)
 
 # a train.py run and two exports set these tests up, each a process that imports transformers: tens of seconds
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ def bpe_export(tmp_path_factory):
                 'model_args': model_args, 'iter_num': 7, 'best_val_loss': torch.tensor(5.4321),
                 'config': {'dataset': 'openwebtext', 'batch_size': 12},
                 'provenance': {'git_commit': 'abc123', 'torch': '2.13.0', 'device': 'cpu'}}, out_dir / 'ckpt.pt')
-    run_script("export.py", f"--out_dir={out_dir}", cwd=out_dir, timeout=300)
+    assert run_in_process("export.py", f"--out_dir={out_dir}", cwd=out_dir).error is None
     return out_dir, out_dir / "hf"
 
 
@@ -108,9 +109,9 @@ def transformers_greedy_text(hf_dir, prompt, max_new_tokens):
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind, request, char_data_root):
     out_dir, hf_dir = request.getfixturevalue(f"{kind}_export")
-    proc = run_script("sample.py", "--device=cpu", f"--out_dir={out_dir}", f"--start={PROMPTS[kind]}",
-                      "--temperature=0", "--num_samples=1", "--max_new_tokens=20",
-                      cwd=char_data_root if kind == "char" else out_dir, timeout=300)
+    proc = run_in_process("sample.py", "--device=cpu", f"--out_dir={out_dir}", f"--start={PROMPTS[kind]}",
+                          "--temperature=0", "--num_samples=1", "--max_new_tokens=20",
+                          cwd=char_data_root if kind == "char" else out_dir)
     assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
 
 
@@ -118,8 +119,8 @@ def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind
 def test_sample_py_reads_an_export_back_with_its_tokenizer(kind, request, tmp_path):
     _, hf_dir = request.getfixturevalue(f"{kind}_export")
     # from an empty directory: no data/shakespeare_char/meta.pkl, so the characters come from the export
-    proc = run_script("sample.py", "--device=cpu", f"--init_from={hf_dir}", f"--start={PROMPTS[kind]}",
-                      "--temperature=0", "--num_samples=1", "--max_new_tokens=20", cwd=tmp_path, timeout=300)
+    proc = run_in_process("sample.py", "--device=cpu", f"--init_from={hf_dir}", f"--start={PROMPTS[kind]}",
+                          "--temperature=0", "--num_samples=1", "--max_new_tokens=20", cwd=tmp_path)
     assert f"Loading the tokenizer saved in {hf_dir}..." in proc.stdout
     assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
 
@@ -141,10 +142,7 @@ def test_from_pretrained_keeps_the_padded_vocab_of_a_bpe_export(bpe_export):
 
 def test_train_py_starts_from_an_export(char_export, char_data_root, tmp_path):
     _, hf_dir = char_export
-    run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", f"--init_from={hf_dir}",
-               "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1", "--max_iters=2",
-               "--eval_interval=2", "--eval_iters=1", "--warmup_iters=0", "--lr_decay_iters=2",
-               f"--out_dir={tmp_path / 'out'}", cwd=char_data_root, timeout=300)
+    train_here(char_data_root, tmp_path / 'out', f"--init_from={hf_dir}", "--max_iters=2", "--eval_interval=2")
     checkpoint = load_checkpoint(str(tmp_path / "out" / "ckpt.pt"))
     assert checkpoint["iter_num"] == 2
     assert {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "vocab_size", "bias")} == \
@@ -204,9 +202,10 @@ def test_a_save_pretrained_directory_is_never_replaced(bpe_export, tmp_path):
     out_dir, _ = bpe_export
     transformers_model(bpe_export[1]).save_pretrained(tmp_path / "gpt2")  # as the offline gpt2 copy is made
     before = files(tmp_path / "gpt2")
-    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'gpt2'}", cwd=out_dir, check=False)
-    assert_user_error(proc, f"{tmp_path / 'gpt2'} exists and is not an earlier export of export.py (it holds "
-                            f"config.json, generation_config.json, model.safetensors, which export.py did not write)")
+    error = run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'gpt2'}", cwd=out_dir).error
+    assert error == (f"{tmp_path / 'gpt2'} exists and is not an earlier export of export.py (it holds "
+                     f"config.json, generation_config.json, model.safetensors, which export.py did not write); "
+                     f"pass another --hf_dir, or move it away")
     assert files(tmp_path / "gpt2") == before and os.listdir(tmp_path) == ["gpt2"]
 
 
@@ -214,15 +213,16 @@ def test_an_export_holding_a_file_of_the_users_is_not_replaced(bpe_export, tmp_p
     out_dir, hf_dir = bpe_export
     shutil.copytree(hf_dir, tmp_path / "hf")
     (tmp_path / "hf" / "notes.txt").write_text("mine")
-    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir, check=False)
-    assert_user_error(proc, "(it holds notes.txt, which export.py did not write)")
+    error = run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir).error
+    assert "(it holds notes.txt, which export.py did not write)" in error
     assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"
 
 
 def test_a_char_model_exports_with_its_checkpoints_vocabulary_from_any_directory(char_export, char_data_root,
                                                                                   tmp_path):
     out_dir, hf_dir = char_export
-    run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=tmp_path)
+    assert run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}",
+                          cwd=tmp_path).error is None
     assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
 
 
@@ -232,9 +232,9 @@ def test_a_nanogpt_char_checkpoint_without_its_meta_pkl_is_not_exported_with_gpt
     del checkpoint['vocab']  # nanoGPT's checkpoints name their dataset, and sample.py finds its meta.pkl by that
     (tmp_path / "run").mkdir()
     torch.save(checkpoint, tmp_path / "run" / "ckpt.pt")
-    proc = run_script("export.py", "--out_dir=run", cwd=tmp_path, check=False)
-    assert_user_error(proc, "the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
-                            "run it in the directory that holds data/shakespeare_char/meta.pkl")
+    error = run_in_process("export.py", "--out_dir=run", cwd=tmp_path).error
+    assert error == ("the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
+                     "run it in the directory that holds data/shakespeare_char/meta.pkl")
     assert os.listdir(tmp_path / "run") == ["ckpt.pt"]
 
 
@@ -294,7 +294,8 @@ def test_an_export_killed_on_the_way_leaves_what_the_next_one_removes(bpe_export
     proc.kill()  # kill -9: nothing of export.py runs after it
     proc.wait()
     assert len(os.listdir(tmp_path)) == 2 and files(tmp_path / "hf") == before
-    run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir)
+    assert run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}",
+                          cwd=out_dir).error is None
     assert os.listdir(tmp_path) == ["hf"]
 
 
@@ -305,7 +306,8 @@ def test_exporting_again_replaces_the_earlier_export(bpe_export, tmp_path):
     marker = json.loads((tmp_path / "hf" / "nanogpt_export.json").read_text())
     marker['files'].append("stale.txt")
     (tmp_path / "hf" / "nanogpt_export.json").write_text(json.dumps(marker))
-    run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir)
+    assert run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}",
+                          cwd=out_dir).error is None
     assert os.listdir(tmp_path) == ["hf"]
     assert sorted(os.listdir(tmp_path / "hf")) == sorted(os.listdir(hf_dir))
     assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()

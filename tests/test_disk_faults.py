@@ -11,9 +11,8 @@ import sys
 import pytest
 
 from checkpoint import load_checkpoint
-from helpers import REPO, TINY, assert_user_error, run_script
+from helpers import REPO, TINY, assert_user_error, run_in_process, run_script
 
-pytestmark = pytest.mark.slow  # each starts train.py or export.py
 
 
 def fill(disk):
@@ -27,11 +26,12 @@ def fill(disk):
             pass
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint_keeps_the_earlier_one(small_disk, char_data_root):
     disk = small_disk(600)  # room for one checkpoint of the tiny model (370 kB) and the log, not for two
     out_dir = disk / 'out'
     proc = run_script('train.py', *TINY, f'--out_dir={out_dir}', '--max_iters=8', '--eval_interval=4',
-                      cwd=char_data_root, check=False)
+                      cwd=char_data_root, check=False)  # a process: torch.save's failure reaches the hook as one line
     assert_user_error(proc, f"error: cannot write {out_dir}/ckpt.pt: the disk is full (No space left on device); "
                             f"the checkpoint of iter 4 in {out_dir} is kept\n")
     assert load_checkpoint(str(out_dir / 'ckpt.pt'))['iter_num'] == 4
@@ -41,11 +41,11 @@ def test_a_full_disk_while_saving_a_checkpoint_keeps_the_earlier_one(small_disk,
 def test_a_full_disk_at_the_start_is_one_line(small_disk, char_data_root):
     disk = small_disk(64)
     fill(disk)
-    proc = run_script('train.py', *TINY, f'--out_dir={disk / "out"}', cwd=char_data_root, check=False)
-    assert_user_error(proc, f"error: cannot write {disk / 'out'}")
-    assert "the disk is full (No space left on device)" in proc.stderr
+    error = run_in_process('train.py', *TINY, f'--out_dir={disk / "out"}', cwd=char_data_root).error
+    assert error.startswith(f"cannot write {disk / 'out'}") and "the disk is full (No space left on device)" in error
 
 
+@pytest.mark.slow
 def test_a_file_size_limit_while_saving_a_checkpoint_is_one_line(char_data_root, tmp_path):
     limit = 100_000  # the log fits, the 370 kB checkpoint does not; Python ignores SIGXFSZ: writes get EFBIG
     proc = subprocess.run([sys.executable, str(REPO / 'train.py'), *TINY, f'--out_dir={tmp_path}', '--max_iters=2',
@@ -61,10 +61,9 @@ def test_a_full_disk_in_export_keeps_the_earlier_export(small_disk, char_export,
     disk = small_disk(200)  # the earlier export (125 kB) fits, a second one beside it does not
     shutil.copytree(hf_dir, disk / 'hf')
     before = {name: (disk / 'hf' / name).read_bytes() for name in os.listdir(disk / 'hf')}
-    proc = run_script('export.py', f'--out_dir={out_dir}', f'--hf_dir={disk / "hf"}', cwd=char_data_root,
-                      check=False)
-    assert_user_error(proc, f"error: cannot write {disk / 'hf'}: the disk is full (No space left on device); "
-                            f"{disk / 'hf'} is as it was\n")
+    error = run_in_process('export.py', f'--out_dir={out_dir}', f'--hf_dir={disk / "hf"}', cwd=char_data_root).error
+    assert error == (f"cannot write {disk / 'hf'}: the disk is full (No space left on device); "
+                     f"{disk / 'hf'} is as it was")
     assert os.listdir(disk) == ['hf']
     assert {name: (disk / 'hf' / name).read_bytes() for name in os.listdir(disk / 'hf')} == before
 
@@ -73,16 +72,13 @@ def test_export_into_a_read_only_folder_is_one_line(small_disk, char_export, cha
     out_dir, _ = char_export
     disk = small_disk(64)
     small_disk.read_only(disk)
-    proc = run_script('export.py', f'--out_dir={out_dir}', f'--hf_dir={disk / "hf"}', cwd=char_data_root,
-                      check=False)
-    assert_user_error(proc, f"error: cannot write {disk / 'hf'}: it is not writable (Read-only file system); "
-                            f"nothing was exported\n")
+    error = run_in_process('export.py', f'--out_dir={out_dir}', f'--hf_dir={disk / "hf"}', cwd=char_data_root).error
+    assert error == f"cannot write {disk / 'hf'}: it is not writable (Read-only file system); nothing was exported"
 
 
 def test_plot_into_a_read_only_folder_is_one_line(small_disk, char_run):
     disk = small_disk(64)
     shutil.copy(char_run / 'log.jsonl', disk / 'log.jsonl')
     small_disk.read_only(disk)
-    proc = run_script('plot.py', f'--out_dir={disk}', check=False)
-    assert_user_error(proc, f"error: cannot write {disk}/loss.png: it is not writable (Read-only file system); "
-                            f"plot into another --out_dir\n")
+    error = run_in_process('plot.py', f'--out_dir={disk}', cwd=disk).error
+    assert error == f"cannot write {disk}/loss.png: it is not writable (Read-only file system); plot into another --out_dir"

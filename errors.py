@@ -63,14 +63,21 @@ def _report(kind, error, traceback):
         sys.__excepthook__(kind, error, traceback)
 
 
+_installed_by = None  # the process that called install(); forked workers inherit the handler, not the wish
+
+
 def _terminate(signum, frame):
-    # as Ctrl-C does: `finally` blocks run, so temporary files are removed
-    raise SystemExit(128 + signum)
+    if os.getpid() != _installed_by: # a worker (multiprocessing's Pool ends its workers so): die as by default
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    raise SystemExit(128 + signum) # as Ctrl-C does: `finally` blocks run, so temporary files are removed
 
 
 def install():
     """Makes this process end a UserError in one line and Ctrl-C without a traceback, lets SIGTERM run `finally`
     blocks as Ctrl-C does, and lets printing never fail on a character the terminal's encoding lacks."""
+    global _installed_by
+    _installed_by = os.getpid()
     sys.excepthook = _report
     signal.signal(signal.SIGTERM, _terminate)
     for stream in (sys.stdout, sys.stderr):

@@ -56,6 +56,7 @@ def test_a_file_size_limit_while_saving_a_checkpoint_is_one_line(char_data_root,
     assert sorted(os.listdir(tmp_path)) == ['.lock', 'log.jsonl']
 
 
+@pytest.mark.slow  # char_export: transformers
 def test_a_full_disk_in_export_keeps_the_earlier_export(small_disk, char_export, char_data_root):
     out_dir, hf_dir = char_export
     disk = small_disk(200)  # the earlier export (125 kB) fits, a second one beside it does not
@@ -68,6 +69,7 @@ def test_a_full_disk_in_export_keeps_the_earlier_export(small_disk, char_export,
     assert {name: (disk / 'hf' / name).read_bytes() for name in os.listdir(disk / 'hf')} == before
 
 
+@pytest.mark.slow  # char_export: transformers
 def test_export_into_a_read_only_folder_is_one_line(small_disk, char_export, char_data_root):
     out_dir, _ = char_export
     disk = small_disk(64)
@@ -81,4 +83,5 @@ def test_plot_into_a_read_only_folder_is_one_line(small_disk, char_run):
     shutil.copy(char_run / 'log.jsonl', disk / 'log.jsonl')
     small_disk.read_only(disk)
     error = run_in_process('plot.py', f'--out_dir={disk}', cwd=disk).error
-    assert error == f"cannot write {disk}/loss.png: it is not writable (Read-only file system); plot into another --out_dir"
+    assert error == (f"cannot write {disk}/loss.png: it is not writable (Read-only file system); "
+                     f"plot into another --out_dir")

@@ -3,6 +3,7 @@ model, exported, read back by transformers, sample.py, GPT.from_pretrained and t
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -238,6 +239,19 @@ def test_a_nanogpt_char_checkpoint_without_its_meta_pkl_is_not_exported_with_gpt
     assert os.listdir(tmp_path / "run") == ["ckpt.pt"]
 
 
+def test_a_meta_pkl_without_its_characters_is_one_line(char_export, tmp_path):
+    out_dir, _ = char_export
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    del checkpoint['vocab']  # as nanoGPT's: the characters come from data/shakespeare_char/meta.pkl
+    (tmp_path / "run").mkdir()
+    torch.save(checkpoint, tmp_path / "run" / "ckpt.pt")
+    (tmp_path / "data" / "shakespeare_char").mkdir(parents=True)
+    (tmp_path / "data" / "shakespeare_char" / "meta.pkl").write_bytes(pickle.dumps({'vocab_size': 65}))
+    error = run_in_process("export.py", "--out_dir=run", cwd=tmp_path).error
+    assert error == ("data/shakespeare_char/meta.pkl gives only the vocabulary's size, no characters (stoi and itos): "
+                     "nothing can be encoded or decoded with it; run the dataset's prepare.py again")
+
+
 def test_the_export_files_are_readable_by_everyone_the_umask_allows(char_export):
     _, hf_dir = char_export
     assert {name: os.stat(hf_dir / name).st_mode & 0o777 for name in os.listdir(hf_dir)} == \
@@ -266,7 +280,7 @@ def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_p
     shutil.copytree(hf_dir, earlier)
     before = {name: (earlier / name).read_bytes() for name in os.listdir(earlier)}
     proc = subprocess.Popen([sys.executable, str(REPO / "export.py"), f"--out_dir={out_dir}", f"--hf_dir={earlier}"],
-                            cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             # a shell's background job starts with SIGINT ignored: give it Ctrl-C's usual meaning
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # the weights are written first; building GPT-2's tokenizer then takes seconds: interrupt in between
@@ -275,7 +289,8 @@ def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_p
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) != 0
+    stderr = proc.communicate(timeout=60)[1]
+    assert stderr.endswith("interrupted\n") and "Traceback" not in stderr and proc.returncode == -signal.SIGINT
     assert os.listdir(tmp_path) == ["hf"]  # the half-built export is gone
     assert files(earlier) == before
 

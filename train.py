@@ -46,7 +46,7 @@ import parallel
 from checkpoint import (CKPT, LAST, check_resumable, init_model, load_checkpoint, resume_path, rng_state,
                         save_checkpoint, set_aside, set_rng_state)
 from configurator import at_least, configure, fraction
-from dataloader import check_dataset, get_batch
+from dataloader import check_dataset, epochs_ended, get_batch
 from errors import UserError, first_line, writing
 from fileio import claim, remove_stale_temps
 from model import GPT2_MODELS
@@ -73,6 +73,7 @@ dataset: str = 'openwebtext'
 gradient_accumulation_steps: at_least(1) = 5 * 8 # used to simulate larger batch sizes; the total over all processes
 batch_size: at_least(1) = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
 block_size: at_least(1) = 1024
+data_order: Literal['random', 'epoch'] = 'random' # nanoGPT's windows at random offsets, or 'epoch': each block_size window of train.bin once per epoch (dataloader.py)
 # model
 n_layer: at_least(1) = 12
 n_head: at_least(1) = 12
@@ -133,9 +134,6 @@ if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
 fsdp = fsdp and ddp # one process has nothing to shard over
-if fsdp and (eval_iters % ddp_world_size != 0 or hellaswag): # every FSDP forward pass needs all processes
-    raise UserError(f"fsdp=True needs the processes to run equally many evaluation batches: use an eval_iters that "
-                    f"is a multiple of {ddp_world_size} (not {eval_iters}), and --hellaswag=False")
 if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
 if wandb_log:
@@ -169,14 +167,15 @@ tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * bl
 print(f"tokens per iteration will be: {tokens_per_iter:,}")
 torch.manual_seed(seed + seed_offset)
 
-# poor man's data loader: the batch of iteration i is a function of (seed, i), see dataloader.py
+# poor man's data loader: the batch of iteration i is a function of (seed, i, its rows), see dataloader.py
 data_dir = os.path.join('data', dataset)
 check_dataset(data_dir, block_size)
+rows_per_step = batch_size * gradient_accumulation_steps * ddp_world_size # the global batch's rows
 
 def get_train_batch(it, micro_step):
     # this process's rows of the global batch: gradient_accumulation_steps micro-batches of each process, in turn
     first_row = (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
-    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device)
+    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device, data_order, rows_per_step)
 
 # the vocabulary the token ids of the dataset stand for: its meta.pkl's characters, or GPT-2's BPE
 vocab = dataset_vocab(data_dir)
@@ -196,7 +195,8 @@ if resumed:
         raise UserError(f"dataset={dataset} has another vocabulary ({describe(vocab)}) than the model in {ckpt_path} "
                         f"learnt ({describe(trained_on)}, from dataset={checkpoint['config'].get('dataset')}): its "
                         f"token ids would mean other text; resume on that dataset, or start a new run")
-    model = init_model('resume', checkpoint, ckpt_path, dropout=dropout)
+    with parallel.building(fsdp): # FSDP: on the meta device; shard() loads each process's rows
+        model = init_model('resume', checkpoint, ckpt_path, dropout=dropout)
     model_args = {**checkpoint['model_args'], 'dropout': dropout}
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
@@ -209,7 +209,8 @@ if resumed:
 else:
     print("Initializing a new model from scratch" if init_from == 'scratch' else
           f"Initializing from OpenAI GPT-2 weights: {init_from}")
-    model = init_model(init_from, model_args=model_args, dropout=dropout)
+    with parallel.building(fsdp and init_from == 'scratch'): # FSDP: on the meta device; shard() initialises it
+        model = init_model(init_from, model_args=model_args, dropout=dropout)
     if init_from != 'scratch':
         # read off the created config params, so we can store them into checkpoint correctly
         for k in ['n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size']:
@@ -265,7 +266,7 @@ if ddp:
     parallel.init_process_group(backend, device, dist_timeout, out_dir)
 if fsdp:
     ctx = nullcontext() # FSDP has its MixedPrecisionPolicy instead
-    parallel.shard(model, device, dtype) # before the optimizer is made: it steps the shards
+    parallel.shard(model, device, dtype, seed, checkpoint['model'] if resumed else None) # before the optimizer
 else:
     model.to(device)
 
@@ -307,11 +308,12 @@ def estimate_loss():
     eval_model.eval()
     for split in ['train', 'val']:
         loss_sum = torch.zeros((), device=device)
-        for k in range(ddp_rank, eval_iters, ddp_world_size):
+        for k, counted in parallel.share(eval_iters, ddp_rank, ddp_world_size):
             X, Y = get_batch(data_dir, split, batch_size, block_size, seed + 1, k, 0, device)
             with ctx:
                 logits, loss = eval_model(X, Y)
-            loss_sum += loss.float()
+            if counted: # not a batch that only keeps FSDP's processes in step
+                loss_sum += loss.float()
         if ddp:
             dist.all_reduce(loss_sum)
         out[split] = loss_sum.item() / eval_iters
@@ -498,6 +500,10 @@ while True:
         if wandb_log:
             wandb.log({"iter": iter_num, "train/iter_loss": lossf, "lr": lr, "ms_per_iter": dt * 1000,
                        "tokens": tokens}, step=iter_num)
+    for epoch in epochs_ended(data_dir, block_size, data_order, rows_per_step, iter_num):
+        if master_process: # data_order='epoch': this iteration read the last windows of an epoch
+            print(f"iter {iter_num}: end of epoch {epoch} of the training data")
+            log({'iter': iter_num, 'epoch': epoch, 'tokens': tokens})
     iter_num += 1
     local_iter_num += 1
 

@@ -5,8 +5,9 @@ $ python bench/memory_fsdp.py --nproc=8 --device=cuda --n_layer=48 --n_head=25 -
 Each mode is a torchrun of this script (--mode=ddp or fsdp) that builds the model as train.py does (FSDP: on the
 meta device, then each process initialises its shards), takes a few training iterations of random tokens (one
 micro step per process, gradient clipping, AdamW) and reports each process's peak: its resident high-water mark
-on CPU (bench/memory.py), max_memory_allocated on CUDA. 'above start' leaves out what the process held before the
-model was made (the torch libraries, about 0.3 GB of RSS). The gather of a whole checkpoint to rank 0 comes after
+on CPU (bench/memory.py), max_memory_allocated on CUDA. 'built' is the peak once the model is on its device
+(DDP: the whole model; FSDP: the shards, and one whole weight at a time while they are initialised); 'above
+start' leaves out what the process held before the model was made (the torch libraries, about 0.3 GB of RSS). The gather of a whole checkpoint to rank 0 comes after
 and is reported on its own: it is CPU memory, and a GPU run never holds it. The processes run with glibc's
 default malloc settings, as a user's would.
 """
@@ -63,6 +64,7 @@ def measure():
         parallel.shard(model, device, dtype, 1337)
     else:
         model.to(device)
+    built_peak = peak()
     optimizer = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), torch.device(device).type)
     trained = parallel.wrap(model, device)
     for _ in range(iters):
@@ -75,7 +77,7 @@ def measure():
         optimizer.zero_grad(set_to_none=True)
     training_peak = peak()
     parallel.full_state(model, optimizer)
-    figures = dict(peak=training_peak, above_start=training_peak - start, gather_peak=peak())
+    figures = dict(built_peak=built_peak, peak=training_peak, above_start=training_peak - start, gather_peak=peak())
     every = [None] * dist.get_world_size()
     dist.all_gather_object(every, figures)
     if dist.get_rank() == 0:
@@ -103,10 +105,11 @@ else:
                                vocab_size=vocab_size, bias=False)).get_num_params(non_embedding=False)
     print(f"{params / 1e6:.0f}M parameters, {nproc} processes on {device}, {dtype}; peak memory of each process (GiB)")
     results = {m: run(m) for m in ('ddp', 'fsdp')}
-    print(f"{'':6}{'process':>8}{'training peak':>15}{'above start':>13}{'after gather':>14}")
+    print(f"{'':6}{'process':>8}{'built':>8}{'training peak':>15}{'above start':>13}{'after gather':>14}")
     for m, every in results.items():
         for rank, f in enumerate(every):
-            print(f"{m:6}{rank:>8}{f['peak'] / GiB:>15.2f}{f['above_start'] / GiB:>13.2f}{f['gather_peak'] / GiB:>14.2f}")
+            print(f"{m:6}{rank:>8}{f['built_peak'] / GiB:>8.2f}{f['peak'] / GiB:>15.2f}{f['above_start'] / GiB:>13.2f}"
+                  f"{f['gather_peak'] / GiB:>14.2f}")
     ratio = max(f['peak'] for f in results['fsdp']) / max(f['peak'] for f in results['ddp'])
     ratio_above = max(f['above_start'] for f in results['fsdp']) / max(f['above_start'] for f in results['ddp'])
     print(f"fsdp/ddp training peak: {ratio:.2f}, above start: {ratio_above:.2f}")

@@ -15,6 +15,7 @@ import torch
 from checkpoint import load_checkpoint, model_from_checkpoint
 from eval_hellaswag import evaluate_hellaswag, load_examples
 from helpers import HELLASWAG_EXAMPLES, SHAKESPEARE, eval_losses, iter_losses, read_log, run_script, torchrun, train
+from model import GPT, GPTConfig
 
 # 2 micro steps in each of 2 processes, and a grad_clip below the gradients' norm (about 1.5), so that both matter;
 # 3 evaluation batches: process 0 runs 2, process 1 one and one more that is not counted
@@ -67,13 +68,14 @@ def test_fsdp_starts_from_the_weights_of_one_process(char_data_root, tmp_path):
     # every process builds the model on the meta device and draws only its rows of each weight. 3 processes cut
     # the 65 rows of the vocabulary and the 32 of n_embd unevenly, as FSDP does; biases make every kind of weight
     # (max_iters=0: the checkpoint holds the initial weights)
-    args = ['--max_iters=0', '--bias=True', '--eval_iters=1']
-    torchrun(char_data_root, tmp_path / 'fsdp', *args, '--fsdp=True', '--gradient_accumulation_steps=3', nproc=3)
-    train(char_data_root, tmp_path / 'single', *args)
-    fsdp, single = load_checkpoint(tmp_path / 'fsdp' / 'ckpt.pt'), load_checkpoint(tmp_path / 'single' / 'ckpt.pt')
-    assert fsdp['iter_num'] == single['iter_num'] == 0
-    assert list(fsdp['model']) == list(single['model'])
-    assert all(torch.equal(fsdp['model'][k], single['model'][k]) for k in single['model'])
+    torchrun(char_data_root, tmp_path, '--max_iters=0', '--bias=True', '--eval_iters=1', '--fsdp=True',
+             '--gradient_accumulation_steps=3', nproc=3)
+    checkpoint = load_checkpoint(tmp_path / 'ckpt.pt')
+    assert checkpoint['iter_num'] == 0
+    torch.manual_seed(1337)  # as train.py in one process
+    single = GPT(GPTConfig(**checkpoint['model_args'])).state_dict()
+    assert list(checkpoint['model']) == list(single)
+    assert all(torch.equal(checkpoint['model'][k], single[k]) for k in single)
 
 
 def test_fsdp_scores_hellaswag_as_one_process(tmp_path):

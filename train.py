@@ -73,7 +73,7 @@ dataset: str = 'openwebtext'
 gradient_accumulation_steps: at_least(1) = 5 * 8 # used to simulate larger batch sizes; the total over all processes
 batch_size: at_least(1) = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
 block_size: at_least(1) = 1024
-data_order: Literal['random', 'epoch'] = 'random' # nanoGPT's windows at random offsets, or 'epoch': each block_size window of train.bin once per epoch (dataloader.py)
+data_order: Literal['random', 'epoch'] = 'random' # nanoGPT's random windows, or each window of train.bin once an epoch
 # model
 n_layer: at_least(1) = 12
 n_head: at_least(1) = 12

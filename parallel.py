@@ -1,5 +1,6 @@
-"""Training on several processes (torchrun): the process group and its timeout, DDP or FSDP around the model,
-gradient sync in gradient accumulation, the whole single-process state of a sharded model, and the check that
+"""Training on several processes (torchrun): the process group and its timeout, DDP or FSDP around the model (FSDP
+built on the meta device, each process setting only its shards), gradient sync in gradient accumulation, each
+process's share of the evaluation, the whole single-process state of a sharded model, and the check that
 replicated weights stayed equal. Single-process runs pass through every function here unchanged."""
 
 import copy

@@ -15,10 +15,10 @@ Two orders (the data_order setting of train.py):
   tokens about 1/e (37%) of them are never read, and 26% are read twice or more.
 - 'epoch': the windows that start at multiples of block_size (window i at token i * block_size) are read each
   exactly once per epoch, in an order that changes with every epoch. The global batches read the rows of the
-  first epoch, then of the second, ... one after the other: row r of global batch `step` is row step * rows_per_step + r of that
-  stream (rows_per_step: the global batch's rows). The order is a seeded bijection of the window numbers,
-  computed for the rows asked for (see window_numbers), so a process needs no memory for it, however large the
-  dataset.
+  first epoch, then of the second, ... one after the other: row r of global batch `step` is row
+  step * rows_per_step + r of that stream (rows_per_step: the global batch's rows). The order is a seeded
+  bijection of the window numbers, computed for the rows asked for (see window_numbers), so a process needs no
+  memory for it, however large the dataset.
 """
 
 import os

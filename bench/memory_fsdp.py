@@ -7,9 +7,10 @@ meta device, then each process initialises its shards), takes a few training ite
 micro step per process, gradient clipping, AdamW) and reports each process's peak: its resident high-water mark
 on CPU (bench/memory.py), max_memory_allocated on CUDA. 'built' is the peak once the model is on its device
 (DDP: the whole model; FSDP: the shards, and one whole weight at a time while they are initialised); 'above
-start' leaves out what the process held before the model was made (the torch libraries, about 0.3 GB of RSS). The gather of a whole checkpoint to rank 0 comes after
-and is reported on its own: it is CPU memory, and a GPU run never holds it. The processes run with glibc's
-default malloc settings, as a user's would.
+start' leaves out what the process held before the model was made (the torch libraries, about 0.3 GB of RSS).
+The gather of a whole checkpoint to rank 0 comes after and is reported on its own: it is CPU memory, and a GPU
+run never holds it. The processes run with glibc's default malloc settings, as a user's would;
+docs/distributed.md says what the figures are made of.
 """
 
 import json

@@ -44,7 +44,7 @@ import parallel
 from checkpoint import (CKPT, LAST, checkpoint_to_resume, init_model, model_args_of, rng_state, save_checkpoint,
                         set_rng_state, take_out_dir)
 from configurator import at_least, configure, fraction
-from dataloader import check_dataset, get_batch
+from dataloader import check_dataset, epochs_ended, get_batch
 from errors import UserError, first_line, writing
 from model import GPT2_MODELS
 from provenance import device_name, git_commit
@@ -70,6 +70,7 @@ dataset: str = 'openwebtext'
 gradient_accumulation_steps: at_least(1) = 5 * 8 # used to simulate larger batch sizes; the total over all processes
 batch_size: at_least(1) = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
 block_size: at_least(1) = 1024
+data_order: Literal['random', 'epoch'] = 'random' # nanoGPT's random windows, or each window of train.bin once an epoch
 # model
 n_layer: at_least(1) = 12
 n_head: at_least(1) = 12
@@ -130,9 +131,6 @@ if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
 fsdp = fsdp and ddp # one process has nothing to shard over
-if fsdp and (eval_iters % ddp_world_size != 0 or hellaswag): # every FSDP forward pass needs all processes
-    raise UserError(f"fsdp=True needs the processes to run equally many evaluation batches: use an eval_iters that "
-                    f"is a multiple of {ddp_world_size} (not {eval_iters}), and --hellaswag=False")
 if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
 if wandb_log:
@@ -157,14 +155,15 @@ tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * bl
 print(f"tokens per iteration will be: {tokens_per_iter:,}")
 torch.manual_seed(seed + seed_offset)
 
-# poor man's data loader: the batch of iteration i is a function of (seed, i), see dataloader.py
+# poor man's data loader: the batch of iteration i is a function of (seed, i, its rows), see dataloader.py
 data_dir = os.path.join('data', dataset)
 check_dataset(data_dir, block_size)
+rows_per_step = batch_size * gradient_accumulation_steps * ddp_world_size # the global batch's rows
 
 def get_train_batch(it, micro_step):
     # this process's rows of the global batch: gradient_accumulation_steps micro-batches of each process, in turn
     first_row = (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
-    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device)
+    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device, data_order, rows_per_step)
 
 # the vocabulary the token ids of the dataset stand for: its meta.pkl's characters, or GPT-2's BPE
 vocab = dataset_vocab(data_dir)
@@ -190,10 +189,11 @@ else:
     if init_from != 'scratch': # the vocabulary of GPT-2, or of the tokenizer saved in a transformers directory
         check_vocab(GPT2_VOCAB if init_from in GPT2_MODELS else
                     Tokenizer(init_from).vocab if has_saved_tokenizer(init_from) else None, vocab, dataset, init_from)
-model = init_model('resume' if resumed else init_from, checkpoint, ckpt_path, dropout=dropout,
-                   model_args=dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                                   vocab_size=50304 if vocab == GPT2_VOCAB else vocab['vocab_size'])) # 50304: GPT-2's
-                                   # 50257 rounded up for efficiency
+with parallel.building(fsdp and (resumed or init_from == 'scratch')): # FSDP: on the meta device; shard() fills it
+    model = init_model('resume' if resumed else init_from, checkpoint, ckpt_path, dropout=dropout,
+                       model_args=dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                                       vocab_size=50304 if vocab == GPT2_VOCAB else vocab['vocab_size'])) # 50304:
+                                       # GPT-2's 50257 rounded up for efficiency
 # crop down the model block size if desired, using model surgery
 if block_size > model.config.block_size:
     raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of the model "
@@ -222,13 +222,10 @@ if wandb_log and master_process: # before out_dir is made: it fails without an A
 if master_process:
     take_out_dir(out_dir, new_run=not resumed and not eval_only)
 if ddp:
-    if backend == 'nccl' and device_type != 'cuda':
-        print(f"nccl needs CUDA devices; using the gloo backend for device={device}")
-        backend = 'gloo'
     parallel.init_process_group(backend, device, dist_timeout, out_dir)
 if fsdp:
     ctx = nullcontext() # FSDP has its MixedPrecisionPolicy instead
-    parallel.shard(model, device, dtype) # before the optimizer is made: it steps the shards
+    parallel.shard(model, device, dtype, seed, checkpoint['model'] if resumed else None) # before the optimizer
 else:
     model.to(device)
 
@@ -265,11 +262,12 @@ def estimate_loss():
     eval_model.eval()
     for split in ['train', 'val']:
         loss_sum = torch.zeros((), device=device)
-        for k in range(ddp_rank, eval_iters, ddp_world_size):
+        for k, counted in parallel.share(eval_iters, ddp_rank, ddp_world_size):
             X, Y = get_batch(data_dir, split, batch_size, block_size, seed + 1, k, 0, device)
             with ctx:
                 logits, loss = eval_model(X, Y)
-            loss_sum += loss.float()
+            if counted: # not a batch that only keeps FSDP's processes in step
+                loss_sum += loss.float()
         if ddp:
             dist.all_reduce(loss_sum)
         out[split] = loss_sum.item() / eval_iters
@@ -301,19 +299,10 @@ def save(reason, name):
     parallel.check_weights_identical(raw_model) # DDP: the processes applied the same averaged gradients
     model_state, optimizer_state = parallel.full_state(raw_model, optimizer) # FSDP: gathered to rank 0's CPU
     if master_process:
-        checkpoint = {
-            'model': model_state,
-            'optimizer': optimizer_state,
-            'model_args': model_args,
-            'iter_num': iter_num,
-            'best_val_loss': best_val_loss,
-            'config': config,
-            'scaler': scaler.state_dict(),
-            'rng': rngs,
-            'provenance': provenance,
-            'vocab': vocab, # what the token ids mean: sample.py and export.py decode with it
-            'tokens': tokens,
-        }
+        checkpoint = {'model': model_state, 'optimizer': optimizer_state, 'model_args': model_args,
+                      'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, # nanoGPT's keys
+                      'scaler': scaler.state_dict(), 'rng': rngs, 'provenance': provenance, 'vocab': vocab,
+                      'tokens': tokens} # what an exact resume needs too, and what the token ids mean
         same = f", weights identical on all {ddp_world_size} processes" if ddp and not fsdp else ""
         print(f"saving checkpoint to {os.path.join(out_dir, name)} ({reason}, iter {iter_num}{same})")
         save_checkpoint(checkpoint, os.path.join(out_dir, name), kept())
@@ -453,6 +442,10 @@ while True:
         if wandb_log:
             wandb.log({"iter": iter_num, "train/iter_loss": lossf, "lr": lr, "ms_per_iter": dt * 1000,
                        "tokens": tokens}, step=iter_num)
+    for epoch in epochs_ended(data_dir, block_size, data_order, rows_per_step, iter_num):
+        if master_process: # data_order='epoch': this iteration read the last windows of an epoch
+            print(f"iter {iter_num}: end of epoch {epoch} of the training data")
+            log({'iter': iter_num, 'epoch': epoch, 'tokens': tokens})
     iter_num += 1
     local_iter_num += 1
 

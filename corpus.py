@@ -26,6 +26,7 @@ import pickle
 import re
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections import deque
@@ -51,7 +52,7 @@ MAX_CHAR_VOCAB = 2**16  # char ids 0..65535 fit in uint16
 BPES = ('auto', 'gigatoken', 'tiktoken')
 GIGATOKEN = 'gigatoken==0.10.0'  # the version whose differences from tiktoken are measured and handled here
 GUARD_EVERY = 1000  # the guard compares 1 document in GUARD_EVERY with tiktoken ...
-GUARD_FIRST_TASKS = 128  # ... and every document of the first file's first tasks (128 MB of text)
+GUARD_FIRST_TASKS = 16  # ... and every document of the first file's first tasks (16 MB of text)
 GUARD_SEED = 1337
 FRESH_CACHE_CHARS = 2**28  # gigatoken's cache of words grows without bound: a new one after this much text
 LONG_RUN = 2**17  # a whitespace run of ~1M characters before a non-space exceeds tiktoken's regex backtracking limit
@@ -97,31 +98,25 @@ def fast_tokenizer():
     return _fast['tokenizer']
 
 
-def gigatoken_ids(texts):
-    """gigatoken's ids of texts: (all of them, uint32; each text's number of ids). parallel=False: encoded on this
-    thread, never on gigatoken's thread pool, which a forked worker process would wait on for ever."""
-    import awkward as ak
-    ids = fast_tokenizer().encode_batch(texts, parallel=False)
-    _fast['chars'] += sum(map(len, texts))
-    return ak.to_numpy(ak.flatten(ids)), ak.to_numpy(ak.num(ids))
+def gigatoken_ids(text):
+    """gigatoken's ids of text (uint32), one text at a time: its batch calls return awkward arrays, and importing
+    awkward starts a thread (jemalloc's), after which a fork could deadlock the worker processes."""
+    ids = fast_tokenizer().encode(text)
+    _fast['chars'] += len(text)
+    return ids
 
 
 def bpe_ids(texts, bpe):
-    """The GPT-2 ids of texts with bpe ('gigatoken' or 'tiktoken'): (all of them, uint32; each text's number)."""
-    if bpe == 'gigatoken':
+    """The GPT-2 ids of each text with bpe ('gigatoken' or 'tiktoken'), as uint32 arrays."""
+    if bpe == 'tiktoken':
+        return [tiktoken_ids(text) for text in texts]
+    arrays = []
+    for text in texts:
         try:
-            return gigatoken_ids(texts)
-        except Exception:  # a text it cannot take (a lone surrogate) fails the batch: each text goes alone
-            pass
-        arrays = []
-        for text in texts:
-            try:
-                arrays.append(gigatoken_ids([text])[0])
-            except Exception:  # gigatoken cannot take this one
-                arrays.append(tiktoken_ids(text))
-    else:
-        arrays = [tiktoken_ids(text) for text in texts]
-    return (np.concatenate(arrays) if arrays else np.zeros(0, np.uint32)), np.array(list(map(len, arrays)), np.int64)
+            arrays.append(gigatoken_ids(text))
+        except Exception:  # a text gigatoken cannot take (a lone surrogate, say) goes through tiktoken
+            arrays.append(tiktoken_ids(text))
+    return arrays
 
 
 def choose_bpe(bpe):
@@ -131,7 +126,7 @@ def choose_bpe(bpe):
     if bpe == 'tiktoken':
         return bpe
     try:
-        if np.array_equal(gigatoken_ids([SELF_TEST])[0], reference):
+        if np.array_equal(gigatoken_ids(SELF_TEST), reference):
             return 'gigatoken'
         problem = "it gives other ids than tiktoken on a test text"
     except ImportError as e:
@@ -155,11 +150,10 @@ def guarded(source, task, n):
     return np.random.default_rng((GUARD_SEED, source, task)).random(n) < 1 / GUARD_EVERY
 
 
-def check_against_tiktoken(texts, ids, lengths, checked, where):
+def check_against_tiktoken(texts, arrays, checked, where):
     """Raises a Mismatch naming (where(k)) the first text k of those checked whose ids are not tiktoken's."""
-    starts = np.cumsum(lengths) - lengths
     for k in np.flatnonzero(checked):
-        got, want = ids[starts[k]:starts[k] + lengths[k]], tiktoken_ids(texts[k])
+        got, want = arrays[k], tiktoken_ids(texts[k])
         if not np.array_equal(got, want):
             i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
             raise Mismatch(f"gigatoken's ids differ from tiktoken's in {where(k)} (at token {i} of "
@@ -171,11 +165,13 @@ def encode_texts(texts, ends, bpe='tiktoken', source=0, task=0, label='', first_
     number of tokens, EOT included (int64). gigatoken's ids are checked by the guard (see guarded) for the task-th
     task of file number source; a mismatch names the file (label) and the text's row in it (first_row + k)."""
     texts = [text or '' for text in texts]  # a parquet null is an empty document
-    ends = np.fromiter(ends, dtype=bool, count=len(texts))
-    ids, lengths = bpe_ids(texts, bpe)
+    arrays = bpe_ids(texts, bpe)
     if bpe == 'gigatoken':
-        check_against_tiktoken(texts, ids, lengths, guarded(source, task, len(texts)),
+        check_against_tiktoken(texts, arrays, guarded(source, task, len(texts)),
                                lambda k: label if first_row is None else f"row {first_row + k} of {label}")
+    ends = np.fromiter(ends, dtype=bool, count=len(texts))
+    lengths = np.array([len(ids) for ids in arrays], dtype=np.int64)
+    ids = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
     ids = np.insert(ids, np.cumsum(lengths)[ends], EOT)  # before the next text's first id: after text k
     return ids.astype(np.uint16), lengths + ends
 
@@ -191,7 +187,10 @@ def quiet_worker():
 @contextmanager
 def worker_pool(num_proc):
     """num_proc worker processes, ended (not waited for) when the block ends, however it ends."""
-    with multiprocessing.Pool(num_proc, initializer=quiet_worker) as pool:  # its exit terminates the workers
+    # forked where the system allows it: a worker starts in no time with what this process loaded (the BPE, its
+    # warm-up). Safe as long as this process starts no thread that could hold a lock at the fork (see gigatoken_ids)
+    context = multiprocessing.get_context('fork' if sys.platform == 'linux' else None)
+    with context.Pool(num_proc, initializer=quiet_worker) as pool:  # its exit terminates the workers
         pool.worker_pids = {p.pid for p in multiprocessing.active_children()}
         yield pool
 

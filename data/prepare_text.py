@@ -26,9 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))  # the repo root (see corpus.py)
-import errors  # noqa: E402
-errors.install()
 import corpus  # noqa: E402
+import errors  # noqa: E402
 from errors import UserError  # noqa: E402
 
 CHUNK_BYTES = corpus.TASK_BYTES  # read files this many bytes at a time: a piece is a worker's task
@@ -160,6 +159,7 @@ def prepare(files, args, bpe, built):
 
 
 def main():
+    errors.install()
     args = corpus.parse_args(__doc__, input=..., name=..., tokenizer='char', val_fraction=0.1,
                              num_proc=os.cpu_count() or 1, bpe='auto',
                              data_dir=os.path.dirname(os.path.abspath(__file__)))

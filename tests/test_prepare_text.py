@@ -2,13 +2,16 @@
 import importlib.util
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tiktoken
-from helpers import REPO, SHAKESPEARE
+from errors import UserError
+from helpers import REPO, SHAKESPEARE, listing, mounted
 
 
 SCRIPT = REPO / "data" / "prepare_text.py"
@@ -36,9 +39,12 @@ def corpus(tmp_path):
     return root
 
 
-def run(data_dir, *args):
-    return subprocess.run([sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+def command(data_dir, *args):
+    return [sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *map(str, args)]
+
+
+def run(data_dir, *args, **kwargs):
+    return subprocess.run(command(data_dir, *args), capture_output=True, text=True, timeout=120, **kwargs)
 
 
 def prepare(data_dir, *args):
@@ -116,7 +122,7 @@ def test_val_fraction_sets_the_split(tmp_path, corpus):
 def test_gpt2_run_removes_meta_left_by_a_char_run(tmp_path, corpus):
     prepare(tmp_path, "--input", corpus, "--name", "mine")
     prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2")
-    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["train.bin", "val.bin"]
+    assert listing(tmp_path / "mine") == ["train.bin", "val.bin"]
 
 
 def distinct_chars(n):
@@ -143,9 +149,11 @@ def test_reading_in_pieces_keeps_the_gpt2_encoding(tmp_path):
     assert [t for p, _ in pieces for t in enc.encode_ordinary(p)] == enc.encode_ordinary(text)
 
 
-def test_parallel_gpt2_encoding_keeps_document_order(tmp_path, corpus):
-    files = prepare_text.find_files(str(corpus))
-    ids = np.concatenate(list(prepare_text.encode_gpt2(prepare_text.read_documents(files, chunk_bytes=8), 2)))
+@pytest.mark.parametrize("bpe", ["gigatoken", "tiktoken"])
+def test_parallel_gpt2_encoding_keeps_document_order(tmp_path, corpus, bpe):
+    pytest.importorskip(bpe)
+    files = [str(corpus / name) for name in DOCS]
+    ids = np.concatenate(list(prepare_text.encode_gpt2(files, bpe, 2, chunk_bytes=8)))
     assert ids.tolist() == gpt2_tokens(DOCS.values())
 
 
@@ -161,7 +169,7 @@ def assert_fails_cleanly(result, data_dir, message):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-    assert not [p.name for p in data_dir.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    assert not [p for p in data_dir.rglob("*") if ".tmp." in p.name], "temporary files left behind"
 
 
 @pytest.mark.parametrize("content, args, message", [
@@ -194,16 +202,16 @@ def test_a_char_vocab_over_65536_fails(tmp_path):
 def test_invalid_utf8_names_the_file_and_offset_in_a_later_block(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"a" * 10 + "é".encode("utf-8")[:1] + b" rest")  # a lead byte with no continuation
-    with pytest.raises(SystemExit, match=rf"error: {bad} is not valid UTF-8 \(byte offset 10\)"):
+    with pytest.raises(UserError, match=rf"{bad} is not valid UTF-8 \(byte offset 10\)"):
         list(prepare_text.read_pieces(bad, chunk_bytes=4))
 
 
 def test_a_failed_run_leaves_the_previous_outputs_intact(tmp_path, corpus):
     prepare(tmp_path, "--input", corpus, "--name", "mine")
-    before = {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()}
+    before = {name: (tmp_path / "mine" / name).read_bytes() for name in listing(tmp_path / "mine")}
     (corpus / "zz.txt").write_bytes(b"\xfe")
     assert_fails_cleanly(run(tmp_path, "--input", corpus, "--name", "mine"), tmp_path, "zz.txt is not valid UTF-8")
-    assert {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()} == before
+    assert {name: (tmp_path / "mine" / name).read_bytes() for name in listing(tmp_path / "mine")} == before
 
 
 def test_a_directory_without_txt_files_suggests_a_glob(tmp_path):
@@ -229,7 +237,8 @@ def test_a_full_disk_fails_with_one_line_and_writes_nothing(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--data_dir", str(data_dir), "--input", SHAKESPEARE,
                              "--name", "mine"], capture_output=True, text=True, timeout=120,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
-    assert_fails_cleanly(result, data_dir, f"cannot write to {data_dir}: File too large; free some space and run again")
+    assert_fails_cleanly(result, data_dir, f"cannot write {data_dir / 'mine'}: the disk is full (File too large); "
+                                           f"the dataset in {data_dir / 'mine'} is as it was")
     assert not (data_dir / "mine").exists()
 
 

@@ -24,11 +24,12 @@ from errors import UserError  # noqa: E402
 
 SUBSETS = ('sample-10BT', 'sample-100BT', 'sample-350BT')  # folders sample/10BT, ... of both FineWeb datasets
 
-args = corpus.parse_args(__doc__, dataset='HuggingFaceFW/fineweb-edu', subset=SUBSETS[0], data_files=None,
-                         text_column='text', revision='main', val_every=1000, num_proc=os.cpu_count() or 1,
-                         bpe='auto', out_dir=os.path.dirname(os.path.abspath(__file__)))
-if args.subset not in SUBSETS:
-    raise UserError(f"unknown --subset {args.subset}; choose one of {', '.join(SUBSETS)}")
-corpus.prepare_parquet(args, hub_folder='sample/' + args.subset.removeprefix('sample-'))
+if __name__ == '__main__':  # a worker process started by spawn (not Linux's fork) imports this file too
+    args = corpus.parse_args(__doc__, dataset='HuggingFaceFW/fineweb-edu', subset=SUBSETS[0], data_files=None,
+                             text_column='text', revision='main', val_every=1000, num_proc=os.cpu_count() or 1,
+                             bpe='auto', out_dir=os.path.dirname(os.path.abspath(__file__)))
+    if args.subset not in SUBSETS:
+        raise UserError(f"unknown --subset {args.subset}; choose one of {', '.join(SUBSETS)}")
+    corpus.prepare_parquet(args, hub_folder='sample/' + args.subset.removeprefix('sample-'))
 
 # sample-10BT: ~9.7M documents, ~10B tokens; train.bin ~20 GB

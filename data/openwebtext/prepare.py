@@ -17,10 +17,11 @@ import errors  # noqa: E402
 errors.install()
 import corpus  # noqa: E402
 
-args = corpus.parse_args(__doc__, dataset='Skylion007/openwebtext', data_files=None, text_column='text',
-                         revision='main', val_every=2000, num_proc=os.cpu_count() or 1, bpe='auto',
-                         out_dir=os.path.dirname(os.path.abspath(__file__)))
-corpus.prepare_parquet(args)
+if __name__ == '__main__':  # a worker process started by spawn (not Linux's fork) imports this file too
+    args = corpus.parse_args(__doc__, dataset='Skylion007/openwebtext', data_files=None, text_column='text',
+                             revision='main', val_every=2000, num_proc=os.cpu_count() or 1, bpe='auto',
+                             out_dir=os.path.dirname(os.path.abspath(__file__)))
+    corpus.prepare_parquet(args)
 
 # 8,013,769 documents; train.bin is ~17GB, val.bin ~8.5MB
 # train has ~9B tokens (9,035,582,198)

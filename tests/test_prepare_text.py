@@ -262,3 +262,65 @@ def test_without_network_or_bpe_cache_gpt2_scripts_fail_in_one_line_and_write_no
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download GPT-2's BPE files"), result.stderr
     assert [p.name for p in out.rglob("*")] == []
+
+
+def test_a_read_only_data_dir_is_one_line(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "in.txt").write_text("some text to prepare\n" * 10)
+    with mounted(tmp_path / "ro", "--bind", "-o", "ro", tmp_path / "ro") as data_dir:
+        result = run(data_dir, "--input", tmp_path / "in.txt", "--name", "mine")
+    assert_fails_cleanly(result, tmp_path / "ro",
+                         f"cannot write {data_dir / 'mine'}: it is not writable (Read-only file system)")
+
+
+# ---------------------------------------------------------------------------- a dead worker, Ctrl-C, SIGTERM
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def start_encoding(tmp_path):
+    """A gpt2 run on 3.3 MB with two tiktoken workers (a few seconds on 2 cores), once its workers are encoding;
+    returns (the process, its arguments, the text)."""
+    text = SHAKESPEARE.read_text(encoding="utf-8") * 3
+    (tmp_path / "big.txt").write_text(text, encoding="utf-8")
+    args = ["--input", tmp_path / "big.txt", "--name", "mine", "--tokenizer", "gpt2", "--num_proc", 2,
+            "--bpe", "tiktoken"]
+    proc = subprocess.Popen(command(tmp_path / "data", *args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # its own process group, as a shell gives a command
+    deadline = time.time() + 60
+    while not (len(children(proc.pid)) == 2 and any(p.stat().st_size for p in (tmp_path / "data").rglob("*.tmp.*"))):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.01)
+    return proc, args, text
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_then_finishes(tmp_path):
+    proc, args, text = start_encoding(tmp_path)
+    os.kill(children(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer does
+    killed = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - killed < 5
+    assert proc.returncode == 1 and stderr == ("error: a tokenizer worker process died (killed by the out-of-memory "
+                                               "killer, or by kill -9?); run the same command again\n")
+    assert not (tmp_path / "data" / "mine").exists()
+    prepare(tmp_path / "data", *args)
+    train, val = tokens(tmp_path / "data" / "mine" / "train.bin"), tokens(tmp_path / "data" / "mine" / "val.bin")
+    assert (train, val) == split(gpt2_tokens([text]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, stderr, returncode", [
+    (signal.SIGINT, "interrupted\n", -signal.SIGINT),  # Ctrl-C: the terminal signals the whole process group
+    (signal.SIGTERM, "", 128 + signal.SIGTERM),  # kill, or a job scheduler: the main process alone
+])
+def test_ctrl_c_or_sigterm_ends_the_run_without_tracebacks_and_leaves_nothing(tmp_path, signum, stderr, returncode):
+    proc, _, _ = start_encoding(tmp_path)
+    workers = children(proc.pid)
+    os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
+    assert proc.communicate(timeout=60)[1] == stderr and proc.returncode == returncode
+    assert not (tmp_path / "data" / "mine").exists()  # no temporary files, no folder it made
+    time.sleep(0.5)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "a worker outlived the run"

@@ -158,11 +158,14 @@ def prepare(files, args, bpe, built):
     return n_train, n_val
 
 
+def options():
+    return corpus.parse_args(__doc__, input=..., name=..., tokenizer='char', val_fraction=0.1,
+                             num_proc=os.cpu_count() or 1, bpe='auto', data_dir=os.path.dirname(os.path.abspath(__file__)))
+
+
 def main():
     errors.install()
-    args = corpus.parse_args(__doc__, input=..., name=..., tokenizer='char', val_fraction=0.1,
-                             num_proc=os.cpu_count() or 1, bpe='auto',
-                             data_dir=os.path.dirname(os.path.abspath(__file__)))
+    args = options()
     files = corpus.find_files(args.input, '.txt', '--input')
     bpe = corpus.choose_bpe(args.bpe) if args.tokenizer == 'gpt2' else None
     out_dir = os.path.join(args.data_dir, args.name)

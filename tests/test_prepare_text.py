@@ -2,6 +2,7 @@
 import importlib.util
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -172,16 +173,14 @@ def assert_fails_cleanly(result, data_dir, message):
     assert not [p for p in data_dir.rglob("*") if ".tmp." in p.name], "temporary files left behind"
 
 
-@pytest.mark.parametrize("content, args, message", [
-    (None, [], "no files match --input"),
-    (b"", [], "the input has no text"),
-    (b"good line\n" * 1000 + b"bad \xff byte", [], "is not valid UTF-8 (byte offset 10004)"),
-    (b"x", ["--val_fraction", "0.9"], "train would be empty"),
-    (b"some text", ["--val_fraction", "1e-18"], "val would be empty"),
-    (b"some text", ["--val_fraction", "0"], "--val_fraction must be between 0 and 1, got 0.0"),
-    (b"some text", ["--val_fraction", "1"], "--val_fraction must be between 0 and 1, got 1.0"),
-])
-@pytest.mark.parametrize("tokenizer", ["char", "gpt2"])
+@pytest.mark.parametrize("content, args, message, tokenizer", [
+    (None, [], "no files match --input", "char"),
+    (b"", [], "the input has no text", "char"),
+    (b"", [], "the input has no text", "gpt2"),
+    (b"good line\n" * 1000 + b"bad \xff byte", [], "is not valid UTF-8 (byte offset 10004)", "gpt2"),
+    (b"x", ["--val_fraction", "0.9"], "train would be empty", "char"),
+    (b"some text", ["--val_fraction", "1e-18"], "val would be empty", "gpt2"),
+], ids=["no files", "no text", "no text gpt2", "invalid utf-8", "train empty", "val empty"])
 def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, content, args, message, tokenizer):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -190,6 +189,20 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, content, arg
     result = run(data_dir, "--input", tmp_path / "in.txt", "--name", "mine", "--tokenizer", tokenizer, *args)
     assert_fails_cleanly(result, data_dir, message)
     assert not (data_dir / "mine").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--val_fraction", "0"], "--val_fraction must be between 0 and 1, got 0.0"),
+    (["--val_fraction", "1"], "--val_fraction must be between 0 and 1, got 1.0"),
+    (["--num_proc", "0"], "--num_proc must be at least 1, got 0"),
+    (["--bpe", "fast"], "--bpe must be one of auto, gigatoken, tiktoken, got fast"),
+    (["--tokenizer", "bpe"], "--tokenizer must be one of char, gpt2, got bpe"),
+    (["--name", "../elsewhere"], "--name must be a plain folder name, got '../elsewhere'"),
+])
+def test_a_bad_option_is_refused_before_any_work(monkeypatch, args, message):
+    monkeypatch.setattr(sys, "argv", ["prepare_text.py", "--input", "in.txt", "--name", "mine", *args])
+    with pytest.raises(UserError, match=re.escape(message)):
+        prepare_text.options()
 
 
 def test_a_char_vocab_over_65536_fails(tmp_path):

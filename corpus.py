@@ -12,6 +12,10 @@ or character ids, written as the train.bin, val.bin and meta.pkl that train.py r
   a failed run leaves the earlier dataset whole; a full disk or a read-only folder ends in one line.
 - The scripts' command line (parse_args), their input files (find_files) and the web datasets' job
   (prepare_parquet: data/fineweb, data/openwebtext), which goes on after a kill from its last finished file.
+
+The data scripts (data/**.py, bench/*.py) begin with one line that puts the repo root on sys.path, for this module:
+Python puts only a script's own folder there, and `python data/shakespeare_char/prepare.py` must keep working as
+nanoGPT users type it, from any directory.
 """
 
 import argparse

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tiktoken
 from errors import UserError
-from helpers import REPO, SHAKESPEARE, listing, mounted
+from helpers import REPO, SHAKESPEARE, assert_user_error, listing, mounted
 
 
 SCRIPT = REPO / "data" / "prepare_text.py"
@@ -337,3 +337,15 @@ def test_ctrl_c_or_sigterm_ends_the_run_without_tracebacks_and_leaves_nothing(tm
     assert not (tmp_path / "data" / "mine").exists()  # no temporary files, no folder it made
     time.sleep(0.5)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "a worker outlived the run"
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_dataset_is_refused_in_one_line_while_the_first_goes_on(tmp_path):
+    first, args, _ = start_encoding(tmp_path)
+    os.kill(first.pid, signal.SIGSTOP)  # it holds the dataset for as long as the second takes
+    second = run(tmp_path / "data", *args)
+    os.kill(first.pid, signal.SIGCONT)
+    assert_user_error(second, f"{tmp_path / 'data' / 'mine'} is in use by process {first.pid}")
+    assert "wait for the other run to end" in second.stderr
+    first.terminate()
+    first.wait(timeout=60)

@@ -110,10 +110,17 @@ def encode_chars(pieces, chars):
 def encode_gpt2(files, bpe, num_proc, chunk_bytes=CHUNK_BYTES):
     """Yield the GPT-2 ids of each piece of files, in order, encoded by num_proc worker processes with bpe;
     <|endoftext|> (50256) follows the last piece of each document."""
-    tasks = (([text], [is_last], bpe, i, k, files[i]) for i, k, text, is_last in read_documents(files, chunk_bytes))
-    with corpus.worker_pool(num_proc) as pool:
-        for _, (ids, _) in corpus.map_in_order(pool, corpus.encode_texts, tasks, num_proc, "run the same command again"):
-            yield ids
+    # the guard (see corpus.guarded) counts the pieces as the tasks of one file, the input: it checks the first
+    # GUARD_FIRST_TASKS pieces whole, whatever the files
+    tasks = (([text], [is_last], bpe, 0, n, files[i])
+             for n, (i, _, text, is_last) in enumerate(read_documents(files, chunk_bytes)))
+    try:
+        with corpus.worker_pool(num_proc) as pool:
+            for _, (ids, _) in corpus.map_in_order(pool, corpus.encode_texts, tasks, num_proc,
+                                                   "run the same command again"):
+                yield ids
+    except corpus.Mismatch as e:
+        raise corpus.Mismatch(f"{e}; run the same command with --bpe tiktoken") from None
 
 
 def write_tokens(ids_stream, path):

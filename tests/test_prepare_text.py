@@ -349,3 +349,13 @@ def test_a_second_run_into_the_same_dataset_is_refused_in_one_line_while_the_fir
     assert "wait for the other run to end" in second.stderr
     first.terminate()
     first.wait(timeout=60)
+
+
+def test_the_guard_stops_a_wrong_bpe_in_one_line_and_writes_nothing(tmp_path, corpus):
+    (corpus / "b.txt").write_text("A PLANTED document.")  # the wrong gigatoken changes its first token
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "shims" / "wrong_gigatoken")}
+    result = run(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2", "--bpe", "gigatoken", env=env)
+    assert_fails_cleanly(result, tmp_path, f"gigatoken's ids differ from tiktoken's in {corpus / 'b.txt'} (at token 0 "
+                                           f"of 4): gigatoken cannot be trusted on this data; run the same command "
+                                           f"with --bpe tiktoken")
+    assert not (tmp_path / "mine").exists()

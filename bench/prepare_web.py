@@ -140,13 +140,17 @@ if __name__ == '__main__':
         print("CPU seconds, all processes, median: " +
               ", ".join(f"{n} {statistics.median(c[n] for c in cpus):.1f}" for n in names))
 
-        # the guard: tiktoken on the first file's first tasks (once) and on 1 in GUARD_EVERY of the rest
-        tiktoken_s_per_byte = median(lambda t: t['raw tiktoken threads']) * args.num_proc / size
-        gigatoken_s_per_byte = median(lambda t: t['raw gigatoken procs']) * args.num_proc / size
+        # the guard: tiktoken on the first tasks (once) and on 1 in GUARD_EVERY of the rest, from the CPU seconds of
+        # each BPE alone, which a busy host disturbs less than wall time
+        tiktoken_cpu_per_byte = statistics.median(c['raw tiktoken threads'] for c in cpus) / size
+        gigatoken_cpu_per_byte = statistics.median(c['raw gigatoken procs'] for c in cpus) / size
         first = corpus.GUARD_FIRST_TASKS * corpus.TASK_BYTES
-        print(f"the guard: {first * tiktoken_s_per_byte:.1f} CPU seconds once (the first {first // 2**20} MB), then "
-              f"{100 * tiktoken_s_per_byte / corpus.GUARD_EVERY / gigatoken_s_per_byte:.1f}% of gigatoken's time "
-              f"(tiktoken takes {tiktoken_s_per_byte / gigatoken_s_per_byte:.1f}x gigatoken's time per byte)")
+        print(f"the guard: {first * tiktoken_cpu_per_byte:.1f} CPU seconds once (the first {first // 2**20} MB), then "
+              f"{100 * tiktoken_cpu_per_byte / corpus.GUARD_EVERY / gigatoken_cpu_per_byte:.1f}% of gigatoken's CPU "
+              f"time (tiktoken takes {tiktoken_cpu_per_byte / gigatoken_cpu_per_byte:.1f}x gigatoken's per byte)")
+        print(f"per CPU second: ours {tokens / statistics.median(c['ours'] for c in cpus):,.0f} tokens (all included), "
+              f"gigatoken alone {tokens / statistics.median(c['raw gigatoken procs'] for c in cpus):,.0f}, tiktoken "
+              f"alone {tokens / statistics.median(c['raw tiktoken threads'] for c in cpus):,.0f}")
         for name in ('ours', 'ours tiktoken', 'build-nanogpt'):
             out = os.path.join(tmp, 'memory', name.replace(' ', '_'))
             os.makedirs(out)

@@ -12,6 +12,8 @@ from helpers import REPO, SHAKESPEARE, assert_user_error, listing, mounted, serv
 
 UNREACHABLE = "http://127.0.0.1:9/input.txt"  # the discard port: nothing listens, the connection is refused
 CHARS = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# the two scripts share corpus.py's argument builder, download and writer: the everyday tier runs shakespeare_char's
+# case of each such test, the full suite both
 
 
 def run(dataset, out_dir, *args, preexec_fn=None):
@@ -58,7 +60,7 @@ def test_shakespeare_char_prints_what_nanogpt_prints_and_replaces_existing_outpu
     assert pickle.loads((tmp_path / "meta.pkl").read_bytes())["vocab_size"] == 65
 
 
-@pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
+@pytest.mark.parametrize("dataset", ["shakespeare_char", pytest.param("shakespeare", marks=pytest.mark.slow)])
 def test_a_full_disk_leaves_the_earlier_dataset_whole_and_says_so_in_one_line(tmp_path, dataset):
     earlier = tmp_path / "earlier.txt"
     earlier.write_text("A small earlier dataset, with other characters: xyz.\n" * 20)
@@ -75,7 +77,7 @@ def test_a_full_disk_leaves_the_earlier_dataset_whole_and_says_so_in_one_line(tm
     assert contents(out) == before
 
 
-@pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
+@pytest.mark.parametrize("dataset", ["shakespeare_char", pytest.param("shakespeare", marks=pytest.mark.slow)])
 def test_a_read_only_out_dir_is_one_line(tmp_path, dataset):
     (tmp_path / "ro").mkdir()
     with mounted(tmp_path / "ro", "--bind", "-o", "ro", tmp_path / "ro") as out:
@@ -102,7 +104,7 @@ def test_shakespeare_bpe_matches_nanogpt(tmp_path):
 
 # ---------------------------------------------------------------------------- download
 
-@pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
+@pytest.mark.parametrize("dataset", ["shakespeare_char", pytest.param("shakespeare", marks=pytest.mark.slow)])
 def test_missing_input_is_downloaded_into_out_dir(tmp_path, dataset):
     with serve_files(SHAKESPEARE.parent) as url:
         result = run(dataset, tmp_path, "--url", f"{url}/input.txt")
@@ -113,7 +115,7 @@ def test_missing_input_is_downloaded_into_out_dir(tmp_path, dataset):
     assert listing(tmp_path) == ["input.txt", *outputs, "train.bin", "val.bin"]  # no temp
 
 
-@pytest.mark.parametrize("dataset", ["shakespeare_char", "shakespeare"])
+@pytest.mark.parametrize("dataset", ["shakespeare_char", pytest.param("shakespeare", marks=pytest.mark.slow)])
 def test_download_failure_is_one_clear_line(tmp_path, dataset):
     result = run(dataset, tmp_path, "--url", UNREACHABLE)
     assert_user_error(result, f"error: cannot download {UNREACHABLE} ([Errno 111] Connection refused); "

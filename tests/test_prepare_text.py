@@ -41,6 +41,11 @@ def corpus(tmp_path):
 
 
 def command(data_dir, *args):
+    """prepare_text on data_dir with args; with tiktoken (quicker to start) unless args name a --bpe or 'auto'."""
+    if "--bpe" not in args:
+        args += ("--bpe", "tiktoken")
+    elif "auto" in args:
+        args = tuple(a for a in args if a != "--bpe" and a != "auto")  # the default
     return [sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *map(str, args)]
 
 
@@ -99,7 +104,7 @@ def test_char_directory_concatenates_txt_files_in_sorted_order(tmp_path, corpus)
 
 
 def test_gpt2_directory_appends_endoftext_after_each_document(tmp_path, corpus):
-    prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2")
+    prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2", "--bpe", "auto")
     train, val = tokens(tmp_path / "mine" / "train.bin"), tokens(tmp_path / "mine" / "val.bin")
     ids = gpt2_tokens(DOCS.values())
     assert ids.count(EOT) == 3  # '<|endoftext|>' written in a document is encoded as text, not as 50256
@@ -258,7 +263,8 @@ def test_a_full_disk_fails_with_one_line_and_writes_nothing(tmp_path):
 # ---------------------------------------------------------------------------- offline, without tiktoken's cache
 
 @pytest.mark.parametrize("script, args", [
-    ("data/shakespeare/prepare.py", ["--input", SHAKESPEARE, "--out_dir", "{out}"]),
+    pytest.param("data/shakespeare/prepare.py", ["--input", SHAKESPEARE, "--out_dir", "{out}"],
+                 marks=pytest.mark.slow),
     ("data/prepare_text.py", ["--input", SHAKESPEARE, "--name", "mine", "--tokenizer", "gpt2", "--data_dir", "{out}"]),
     ("data/fineweb/prepare.py", ["--data_files", SHAKESPEARE, "--out_dir", "{out}"]),
 ])

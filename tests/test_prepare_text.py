@@ -365,3 +365,19 @@ def test_the_guard_stops_a_wrong_bpe_in_one_line_and_writes_nothing(tmp_path, co
                                            f"of 4): gigatoken cannot be trusted on this data; run the same command "
                                            f"with --bpe tiktoken")
     assert not (tmp_path / "mine").exists()
+
+
+@pytest.mark.slow
+def test_temp_files_left_by_a_run_killed_with_kill_9_are_removed_by_the_next(tmp_path):
+    proc, args, text = start_encoding(tmp_path)
+    workers = children(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, as a power cut would
+    proc.wait(timeout=60)
+    left = [p.name for p in (tmp_path / "data" / "mine").iterdir() if ".tmp." in p.name]
+    assert left and all(f".tmp.{proc.pid}@" in name for name in left)
+    deadline = time.time() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.time() < deadline:
+        time.sleep(0.01)  # gone, so that their temps are seen as stale
+    prepare(tmp_path / "data", *args)
+    assert listing(tmp_path / "data" / "mine") == ["train.bin", "val.bin"]
+    assert tokens(tmp_path / "data" / "mine" / "val.bin") == split(gpt2_tokens([text]))[1]

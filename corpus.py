@@ -20,6 +20,7 @@ nanoGPT users type it, from any directory.
 
 import argparse
 import base64
+import ctypes
 import functools
 import glob
 import itertools
@@ -34,7 +35,8 @@ import sys
 import tempfile
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
 import numpy as np
@@ -50,6 +52,7 @@ SPLITS = ('train', 'val')
 TASK_BYTES = 2**20  # text a worker encodes per task: ~250k tokens, a fraction of a second
 BATCH_DOCUMENTS = 256  # documents a worker holds as Python strings at a time
 MAX_CHAR_VOCAB = 2**16  # char ids 0..65535 fit in uint16
+PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal for this process when its parent dies
 
 # ----------------------------------------------------------------------------- the BPE: tiktoken and gigatoken
 
@@ -194,39 +197,48 @@ def encode_texts(texts, ends, bpe='tiktoken', source=0, task=0, label='', first_
 # ----------------------------------------------------------------------------- worker processes
 
 def quiet_worker():
-    """Each worker's start: Ctrl-C is for the main process, which ends the workers; SIGTERM ends a worker at once."""
+    """Each worker's start: Ctrl-C is for the main process, which ends the workers; SIGTERM ends a worker at once,
+    and so does the main process's death (kill -9, the out-of-memory killer), after which a worker would wait for
+    work for ever, holding the output folder's lock (see fileio.claim) that it inherited."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform == 'linux':
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != multiprocessing.parent_process().pid:  # it died before that
+            os._exit(1)
 
 
 @contextmanager
 def worker_pool(num_proc):
-    """num_proc worker processes, ended (not waited for) when the block ends, however it ends."""
+    """num_proc worker processes. A multiprocessing.Pool would replace a dead worker and leave its task unfinished
+    for ever, and could not end the others (its terminate() waits on a lock the dead one may hold); this pool fails
+    every task left when one dies, and ends the rest. When the block ends, tasks not started are dropped."""
     # forked where the system allows it: a worker starts in no time with what this process loaded (the BPE, its
-    # warm-up). Safe as long as this process starts no thread that could hold a lock at the fork (see gigatoken_ids)
+    # warm-up). Safe as long as this process starts no thread that could hold a lock at the fork (see gigatoken_ids):
+    # the pool forks all its workers at the first task, before its own thread starts
     context = multiprocessing.get_context('fork' if sys.platform == 'linux' else None)
-    with context.Pool(num_proc, initializer=quiet_worker) as pool:  # its exit terminates the workers
-        pool.worker_pids = {p.pid for p in multiprocessing.active_children()}
+    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=quiet_worker)
+    try:
         yield pool
+    finally:
+        pool.shutdown(cancel_futures=True)  # the workers end once their task at hand is done
 
 
 def map_in_order(pool, function, tasks, num_proc, advice):
     """Yields (task, function(*task)) for each task (a tuple of arguments), in order, computed by pool's num_proc
     processes (see worker_pool). A worker that dies ends it in one line, with advice on how to go on."""
-    def result(task, pending):
-        # a Pool replaces a dead worker and leaves its task unfinished for ever: look for the dead while waiting
-        while not pending.ready():
-            pending.wait(0.5)
-            if not pending.ready() and pool.worker_pids - {p.pid for p in multiprocessing.active_children()}:
-                raise UserError(f"a tokenizer worker process died (killed by the out-of-memory killer, or by "
-                                f"kill -9?); {advice}")
-        return task, pending.get()
+    def result(task, future):
+        try:
+            return task, future.result()
+        except BrokenProcessPool:
+            raise UserError(f"a tokenizer worker process died (killed by the out-of-memory killer, or by "
+                            f"kill -9?); {advice}") from None
 
-    # Pool.imap would read the whole input ahead into its task queue; this keeps two tasks per worker
-    # in flight, so memory stays bounded however slow the workers
+    # pool.map would read the whole input ahead into its queue; this keeps two tasks per worker in flight, so
+    # memory stays bounded however slow the workers
     in_flight = deque()
     for task in tasks:
-        in_flight.append((task, pool.apply_async(function, task)))
+        in_flight.append((task, pool.submit(function, *task)))
         if len(in_flight) >= 2 * num_proc:
             yield result(*in_flight.popleft())
     while in_flight:

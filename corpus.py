@@ -47,6 +47,8 @@ from fileio import TINY_SHAKESPEARE_URL, claim, download, read_text, remove_stal
     write_atomically
 from tokenizer import gpt2_encoding
 
+tqdm.monitor_interval = 0  # no monitor thread in the bars: the workers fork from a process without other threads
+
 EOT = 50256
 SPLITS = ('train', 'val')
 TASK_BYTES = 2**20  # text a worker encodes per task: ~250k tokens, a fraction of a second
@@ -214,11 +216,12 @@ def worker_pool(num_proc):
     for ever, and could not end the others (its terminate() waits on a lock the dead one may hold); this pool fails
     every task left when one dies, and ends the rest. When the block ends, tasks not started are dropped."""
     # forked where the system allows it: a worker starts in no time with what this process loaded (the BPE, its
-    # warm-up). Safe as long as this process starts no thread that could hold a lock at the fork (see gigatoken_ids):
-    # the pool forks all its workers at the first task, before its own thread starts
+    # warm-up). Safe as long as this process has no other thread, which could hold a lock at the fork (see
+    # gigatoken_ids): the pool forks all its workers at its first task, before its own thread starts
     context = multiprocessing.get_context('fork' if sys.platform == 'linux' else None)
     pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=quiet_worker)
     try:
+        pool.submit(int).result()  # that first task: the workers are forked now, before the caller starts a thread
         yield pool
     finally:
         pool.shutdown(cancel_futures=True)  # the workers end once their task at hand is done
@@ -526,11 +529,11 @@ def tokenize_parquet(args, hub_folder, bpe, go_on):
     t0 = time.time()
     tokens_at_start = sum(state['tokens'].values())
     files = {}  # path -> (its index in sources, its number of rows), for the files under way
-    bar = tqdm(total=len(sources), initial=state['done'], unit='file', dynamic_ncols=True, disable=None,
-               bar_format='{l_bar}{bar}| {n:.2f}/{total} files [{elapsed}<{remaining}{postfix}]')
     print(f"tokenizing with {bpe}" + (" (checked against tiktoken as it goes)" if bpe == 'gigatoken' else ""))
     try:
-        with worker_pool(args.num_proc) as pool, ThreadPoolExecutor(1) as downloader, bar, \
+        with worker_pool(args.num_proc) as pool, ThreadPoolExecutor(1) as downloader, \
+                tqdm(total=len(sources), initial=state['done'], unit='file', dynamic_ncols=True, disable=None,
+                     bar_format='{l_bar}{bar}| {n:.2f}/{total} files [{elapsed}<{remaining}{postfix}]') as bar, \
                 open(partial['train'], 'ab') as train, open(partial['val'], 'ab') as val:  # closed before errors show
             outputs = {'train': train, 'val': val}
             # the workers read the parquet files themselves and hand back ids alone; this process only writes

@@ -43,8 +43,8 @@ import numpy as np
 from tqdm import tqdm
 
 from errors import UserError, first_line, writing
-from fileio import TINY_SHAKESPEARE_URL, claim, download, read_text, remove_stale_temps, sync_directory, temp_path, \
-    write_atomically
+from fileio import TINY_SHAKESPEARE_URL  # noqa: F401 (the shakespeare prepares' default --url)
+from fileio import claim, download, read_text, remove_stale_temps, sync_directory, temp_path, write_atomically
 from tokenizer import gpt2_encoding
 
 tqdm.monitor_interval = 0  # no monitor thread in the bars: the workers fork from a process without other threads

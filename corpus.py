@@ -230,22 +230,21 @@ def worker_pool(num_proc):
 def map_in_order(pool, function, tasks, num_proc, advice):
     """Yields (task, function(*task)) for each task (a tuple of arguments), in order, computed by pool's num_proc
     processes (see worker_pool). A worker that dies ends it in one line, with advice on how to go on."""
-    def result(task, future):
-        try:
-            return task, future.result()
-        except BrokenProcessPool:
-            raise UserError(f"a tokenizer worker process died (killed by the out-of-memory killer, or by "
-                            f"kill -9?); {advice}") from None
-
     # pool.map would read the whole input ahead into its queue; this keeps two tasks per worker in flight, so
     # memory stays bounded however slow the workers
     in_flight = deque()
-    for task in tasks:
-        in_flight.append((task, pool.submit(function, *task)))
-        if len(in_flight) >= 2 * num_proc:
-            yield result(*in_flight.popleft())
-    while in_flight:
-        yield result(*in_flight.popleft())
+    try:
+        for task in tasks:
+            in_flight.append((task, pool.submit(function, *task)))
+            if len(in_flight) >= 2 * num_proc:
+                task, future = in_flight.popleft()
+                yield task, future.result()
+        while in_flight:
+            task, future = in_flight.popleft()
+            yield task, future.result()
+    except BrokenProcessPool:  # from a task's result or from the next submit
+        raise UserError(f"a tokenizer worker process died (killed by the out-of-memory killer, or by kill -9?); "
+                        f"{advice}") from None
 
 
 # ----------------------------------------------------------------------------- writing a dataset

@@ -8,7 +8,6 @@ rename. A writer killed on the way (kill -9, a power cut) leaves it behind; remo
 those whose process is gone.
 """
 
-import argparse
 import fcntl
 import http.client
 import os
@@ -34,23 +33,6 @@ def download(url, path, fix):
 
 
 TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-
-
-def tiny_shakespeare(description, script_dir):
-    """The command line of data/shakespeare*/prepare.py: returns the tiny Shakespeare text and the folder for the
-    outputs (--out_dir, by default script_dir, where train.py looks). input.txt is downloaded there when absent,
-    unless --input names a local copy."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--input', help="text file to use instead of input.txt in --out_dir")
-    parser.add_argument('--url', default=TINY_SHAKESPEARE_URL, help="where to download input.txt from when absent")
-    parser.add_argument('--out_dir', default=script_dir, help="where the outputs (and a downloaded input.txt) go; "
-                                                              "default: the script's folder, where train.py looks")
-    args = parser.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    input_path = args.input or os.path.join(args.out_dir, 'input.txt')
-    if args.input is None and not os.path.exists(input_path):
-        download(args.url, input_path, f"put the file at {input_path} or pass --input PATH")
-    return read_text(input_path), args.out_dir
 
 
 def read_text(path):

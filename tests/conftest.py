@@ -2,7 +2,6 @@
 The functions tests share are in helpers.py."""
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -44,23 +43,3 @@ def char_export(char_run, char_data_root, tmp_path_factory):
     hf_dir = tmp_path_factory.mktemp("char_export") / "hf"
     assert run_in_process("export.py", f"--out_dir={char_run}", f"--hf_dir={hf_dir}", cwd=char_data_root).error is None
     return char_run, hf_dir
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A factory of real small file systems: small_disk(kilobytes) mounts a tmpfs of that size (root only) and
-    returns its path; read_only(path) makes it read-only. All are unmounted after the test."""
-    mounts = []
-
-    def mount(kilobytes):
-        path = tmp_path / f"disk{len(mounts)}"
-        path.mkdir()
-        if subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={kilobytes}k', 'tmpfs', str(path)],
-                          capture_output=True).returncode != 0:
-            pytest.skip("mounting a tmpfs needs root")
-        mounts.append(path)
-        return path
-    mount.read_only = lambda path: subprocess.run(['mount', '-o', 'remount,ro', str(path)], check=True)
-    yield mount
-    for path in reversed(mounts):
-        subprocess.run(['umount', '-l', str(path)], check=True)

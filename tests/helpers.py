@@ -188,3 +188,23 @@ def train_here(cwd, out_dir, *args):
     result = run_in_process('train.py', *TINY, f'--out_dir={out_dir}', *args, cwd=cwd)
     assert result.error is None, result.error
     return result.stdout
+
+
+# ----------------------------------------------------------------------------- faults of the machine
+
+@contextmanager
+def mounted(directory, *mount_args):
+    """A real mount on directory for the block: mounted(d, '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs') is a small disk,
+    mounted(d, '--bind', '-o', 'ro', d) makes d read-only. Skips the test where mounting is not allowed (not root)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    if subprocess.run(['mount', *mount_args, str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a file system needs root")
+    try:
+        yield Path(directory)
+    finally:
+        subprocess.run(['umount', str(directory)], check=True)
+
+
+def listing(directory):
+    """The names in directory, but the lock file that a run leaves to say the folder is its own while it runs."""
+    return sorted(p.name for p in Path(directory).iterdir() if p.name != '.lock')

@@ -43,10 +43,10 @@ import numpy as np
 from tqdm import tqdm
 
 from errors import UserError, first_line, writing
-from fileio import TINY_SHAKESPEARE_URL  # noqa: F401 (the shakespeare prepares' default --url)
 from fileio import claim, download, read_text, remove_stale_temps, sync_directory, temp_path, write_atomically
 from tokenizer import gpt2_encoding
 
+TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 tqdm.monitor_interval = 0  # no monitor thread in the bars: the workers fork from a process without other threads
 
 EOT = 50256

@@ -32,9 +32,6 @@ def download(url, path, fix):
         raise UserError(f"cannot download {url} ({reason}); {fix}")
 
 
-TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-
-
 def read_text(path):
     """The content of a UTF-8 text file."""
     try:

@@ -10,7 +10,8 @@ from helpers import REPO, SHAKESPEARE, SHARED, run_in_process, run_script, train
 
 sys.path.insert(0, str(REPO))
 if not SHAKESPEARE.exists():  # no ../shared: download what step 2 of the README's quick start downloads
-    from fileio import TINY_SHAKESPEARE_URL, download
+    from corpus import TINY_SHAKESPEARE_URL
+    from fileio import download
     download(TINY_SHAKESPEARE_URL, str(SHAKESPEARE), f"put tiny Shakespeare at {SHAKESPEARE} for the tests")
 if (SHARED / "tiktoken-cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))

@@ -119,12 +119,15 @@ def claim(directory, advice):
     with writing(path, "nothing was written there"):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
+                raise UserError(f"{directory} is in use by {holder}; {advice}") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since "
+                          f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
+        except BaseException:
             os.close(fd)
-            raise UserError(f"{directory} is in use by {holder}; {advice}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
+            raise
     _claimed[os.path.abspath(directory)] = fd

@@ -155,15 +155,17 @@ def run_in_process(script, *args, cwd, env=None):
     and the message of the UserError it stopped with (None if it ended without one) as .stdout and .error. No
     process to start, so no 2-3 s of importing torch: for the mistakes a script finds before it does any work, and
     for runs whose output tells the result. What the script changes in this process (its excepthook, signal
-    handlers, environment, working directory) is put back."""
+    handlers, environment, working directory) is put back, and the folders it claimed are let go, as its end would."""
     import contextlib
     import io
     import runpy
     import signal
     import types
+    import fileio
     from errors import UserError
     saved = sys.argv, os.getcwd(), sys.excepthook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     saved_env = dict(os.environ)
+    claimed = set(fileio._claimed)
     stdout, error = io.StringIO(), None
     try:
         sys.argv = [str(REPO / script), *map(str, args)]
@@ -174,6 +176,8 @@ def run_in_process(script, *args, cwd, env=None):
     except UserError as e:
         error = str(e)
     finally:
+        for directory in set(fileio._claimed) - claimed:
+            os.close(fileio._claimed.pop(directory))
         sys.argv, cwd, sys.excepthook, sigterm, sigint = saved
         os.chdir(cwd)
         signal.signal(signal.SIGTERM, sigterm)

@@ -73,7 +73,7 @@ def test_a_full_disk_leaves_the_earlier_dataset_whole_and_says_so_in_one_line(tm
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
     result = run(dataset, out, "--input", SHAKESPEARE, preexec_fn=limit_file_size)
-    assert_user_error(result, f"cannot write {out}: the disk is full (File too large); the dataset in {out} is as it was")
+    assert_user_error(result, f"cannot write {out}: a file-size limit is reached (File too large); the dataset in {out} is as it was")
     assert contents(out) == before
 
 

@@ -255,7 +255,7 @@ def test_a_full_disk_fails_with_one_line_and_writes_nothing(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--data_dir", str(data_dir), "--input", SHAKESPEARE,
                              "--name", "mine"], capture_output=True, text=True, timeout=120,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
-    assert_fails_cleanly(result, data_dir, f"cannot write {data_dir / 'mine'}: the disk is full (File too large); "
+    assert_fails_cleanly(result, data_dir, f"cannot write {data_dir / 'mine'}: a file-size limit is reached (File too large); "
                                            f"the dataset in {data_dir / 'mine'} is as it was")
     assert not (data_dir / "mine").exists()
 

@@ -379,7 +379,7 @@ def test_a_full_disk_stops_with_one_line_and_the_same_command_then_finishes(tmp_
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
     result = run(FINEWEB, out, *args, preexec_fn=limit_file_size)
-    assert_one_error_line(result, f"cannot write {out}: the disk is full (File too large); free some space and run "
+    assert_one_error_line(result, f"cannot write {out}: a file-size limit is reached (File too large); free some space and run "
                                   f"the same command again: it goes on from the last finished source file")
     assert not (out / "train.bin").exists()
     prepare(FINEWEB, out, *args)

@@ -349,8 +349,10 @@ def test_ctrl_c_or_sigterm_ends_the_run_without_tracebacks_and_leaves_nothing(tm
 def test_a_second_run_into_the_same_dataset_is_refused_in_one_line_while_the_first_goes_on(tmp_path):
     first, args, _ = start_encoding(tmp_path)
     os.kill(first.pid, signal.SIGSTOP)  # it holds the dataset for as long as the second takes
-    second = run(tmp_path / "data", *args)
-    os.kill(first.pid, signal.SIGCONT)
+    try:
+        second = run(tmp_path / "data", *args)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)  # a failure here must not leave the first stopped for ever
     assert_user_error(second, f"{tmp_path / 'data' / 'mine'} is in use by process {first.pid}")
     assert "wait for the other run to end" in second.stderr
     assert first.communicate(timeout=120)[1] == "" and first.returncode == 0  # the first ends as if alone

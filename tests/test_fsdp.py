@@ -14,7 +14,8 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from eval_hellaswag import evaluate_hellaswag, load_examples
-from helpers import HELLASWAG_EXAMPLES, SHAKESPEARE, eval_losses, iter_losses, read_log, run_script, torchrun, train
+from helpers import (HELLASWAG_EXAMPLES, SHAKESPEARE, eval_losses, iter_losses, read_log, run_in_process, samples,
+                     torchrun, train)
 from model import GPT, GPTConfig
 
 # 2 micro steps in each of 2 processes, and a grad_clip below the gradients' norm (about 1.5), so that both matter;
@@ -97,10 +98,9 @@ def test_fsdp_scores_hellaswag_as_one_process(tmp_path):
     assert scores[2] == (one_process['acc'], one_process['acc_norm'])
 
 
-def test_compiled_fsdp_gives_the_losses_and_weights_of_compiled_ddp(char_data_root, tmp_path):
-    torchrun(char_data_root, tmp_path / 'ddp', *ARGS, '--compile=True')
-    torchrun(char_data_root, tmp_path / 'fsdp', *ARGS, '--compile=True', '--fsdp=True')
-    assert_close_runs(tmp_path / 'fsdp', tmp_path / 'ddp')
+def test_compiled_fsdp_gives_the_losses_and_weights_of_ddp(runs, char_data_root, tmp_path):
+    torchrun(char_data_root, tmp_path, *ARGS, '--compile=True', '--fsdp=True')
+    assert_close_runs(tmp_path, runs / 'ddp', atol=1e-4)  # compiled kernels round a little differently
 
 
 def test_fsdp_float16_steps_through_the_grad_scaler(char_data_root, tmp_path):
@@ -128,9 +128,9 @@ def test_fsdp_checkpoint_is_a_single_process_checkpoint(runs):
 
 
 def test_sample_reads_an_fsdp_checkpoint(runs, char_data_root):
-    proc = run_script('sample.py', f'--out_dir={runs / "fsdp"}', '--device=cpu', '--num_samples=1',
-                      '--max_new_tokens=20', cwd=char_data_root)
-    assert len(proc.stdout.strip()) >= 10
+    proc = run_in_process('sample.py', f'--out_dir={runs / "fsdp"}', '--device=cpu', '--num_samples=1',
+                          '--max_new_tokens=20', cwd=char_data_root)
+    assert proc.error is None and len(samples(proc.stdout)[0]) >= 20
 
 
 def test_fsdp_resume_with_the_same_processes_is_exact(runs, char_data_root, tmp_path):

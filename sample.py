@@ -41,7 +41,7 @@ configure(globals(), sys.argv[1:])
 dtype, ctx = hardware.setup(device, dtype)
 if start.startswith('FILE:'):
     prompt_path = start[5:]
-    if not os.path.isfile(prompt_path): # a device or a FIFO would be read for ever
+    if os.path.exists(prompt_path) and not os.path.isfile(prompt_path): # a device or a FIFO would be read for ever
         raise UserError(f"the prompt file {prompt_path} is not a file; --start=FILE:PATH names a text file")
     try:
         with open(prompt_path, 'r', encoding='utf-8') as f:

@@ -112,7 +112,7 @@ SEPARATOR = "\n---------------\n"
 
 # the lines that can come last before the samples: the tokenizer's, the model's size, the note on a long prompt
 LAST_LINES = re.compile(r"(?:meta\.pkl\.\.\.|GPT-2 encodings\.\.\.|saved in [^\n]*\.\.\.|number of parameters: [\d.]+M"
-                        r"|\(its block_size\))\n")
+                        r"|\(its block_size\)|using the checkpoint's vocabulary: [^\n]*)\n")
 
 
 def samples(stdout):

@@ -61,6 +61,8 @@ def test_greedy_samples_of_a_batch_are_the_single_greedy_sample_and_sampled_ones
     assert torch.equal(model.generate(prompt, 80, temperature=0, num_samples=10), single.expand(10, -1))
     sampled = model.generate(prompt, 80, temperature=1.0, num_samples=10)
     assert len({tuple(row) for row in sampled[:, 8:].tolist()}) == 10
+    with pytest.raises(torch.OutOfMemoryError):  # what sample.py turns into "lower --max_batch_size"
+        model.generate(prompt, 80, num_samples=2 ** 40)
 
 
 @pytest.mark.parametrize("dtype, compile", [("bfloat16", "True"), ("float16", "False")])

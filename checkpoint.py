@@ -8,8 +8,8 @@ import time
 import numpy as np
 import torch
 
-from errors import UserError, first_line
-from fileio import write_atomically
+from errors import UserError, first_line, writing
+from fileio import claim, remove_stale_temps, write_atomically
 from model import GPT, GPT2_MODELS, GPTConfig
 from tokenizer import model_tokenizer
 
@@ -36,6 +36,34 @@ def save_checkpoint(checkpoint, path, advice=""):
     """Writes checkpoint to path atomically: a crash at any moment leaves the old checkpoint or the new one, whole.
     A full disk ends in one line, followed by advice (which checkpoint is kept)."""
     write_atomically(path, lambda f: torch.save(checkpoint, f), advice)
+
+
+def checkpoint_to_resume(out_dir, init_from, restart_count, run_id):
+    """(checkpoint, path): the training state to go on from, or None to start anew. init_from='resume' reads
+    resume_path(out_dir); a process that torchrun restarted after another died reads it too, if it is this run's
+    own (its provenance names run_id): else the run died before its first checkpoint, and starts again."""
+    path = resume_path(out_dir)
+    if init_from != 'resume' and not (restart_count > 0 and os.path.exists(path)):
+        return None, path
+    checkpoint = load_checkpoint(path) # to CPU: the model and the optimizer move their state to the device
+    if init_from != 'resume' and checkpoint.get('provenance', {}).get('run_id') != run_id:
+        return None, path
+    check_resumable(checkpoint, path)
+    return checkpoint, path
+
+
+def take_out_dir(out_dir, new_run):
+    """Makes out_dir this process's (fileio.claim) and clears what killed runs left there; a new_run (not resumed)
+    first moves an earlier run's checkpoints aside. Only once the config is known to be fine: this writes."""
+    with writing(out_dir, "pick another --out_dir"):
+        os.makedirs(out_dir, exist_ok=True)
+    claim(out_dir, "wait for it to end or stop it, or pick another --out_dir")
+    for path in remove_stale_temps(os.path.join(out_dir, CKPT)) + remove_stale_temps(os.path.join(out_dir, LAST)):
+        print(f"removed {path}, a checkpoint whose writer was killed")
+    earlier = set_aside(out_dir) if new_run else None
+    if earlier:
+        print(f"moved the earlier run's checkpoints to {earlier} rather than overwrite them; delete them when you "
+              f"no longer need them")
 
 
 def set_aside(out_dir):
@@ -140,6 +168,15 @@ def load_model(init_from, out_dir):
     return model, model_tokenizer(model.config.vocab_size, checkpoint=checkpoint, directory=directory), checkpoint
 
 
+def model_args_of(model):
+    """The model_args of a checkpoint of model, nanoGPT's keys: GPTConfig(**model_args) builds its shape again."""
+    args = {k: getattr(model.config, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size',
+                                                   'dropout')}
+    if model.config.gelu_approximate != 'none': # only then, so that nanoGPT can read our checkpoints
+        args['gelu_approximate'] = model.config.gelu_approximate
+    return args
+
+
 def rng_state(device):
     """This process's RNG states, as CPU tensors and plain data (weights_only-loadable). torch's drives dropout;
     numpy's and python's are saved too, for code that may use them."""
@@ -150,9 +187,15 @@ def rng_state(device):
             'python': [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]]}
 
 
-def set_rng_state(state, device):
-    """Restores rng_state(device). The states must be CPU tensors, as load_checkpoint gives them:
-    torch.set_rng_state and torch.cuda.set_rng_state take only a CPU ByteTensor."""
+def set_rng_state(states, rank, world_size, device):
+    """Restores rng_state(device) of this process from states, the list of every process's that a checkpoint
+    holds. The states must be CPU tensors, as load_checkpoint gives them: torch.set_rng_state and
+    torch.cuda.set_rng_state take only a CPU ByteTensor."""
+    if states is None or len(states) != world_size:
+        print("the checkpoint has no RNG state for this number of processes: dropout will not repeat the "
+              "uninterrupted run's")
+        return
+    state = states[rank]
     torch.set_rng_state(state['torch'])
     if state['cuda'] is not None and torch.device(device).type == 'cuda':
         torch.cuda.set_rng_state(state['cuda'], device)

@@ -5,6 +5,7 @@ no traceback. Each script calls install() first; importing this module changes n
 """
 
 import errno
+import os
 import signal
 import sys
 from contextlib import contextmanager
@@ -43,10 +44,13 @@ def writing(where, advice=""):
         yield
     except Exception as e:
         cause = os_error(e)
-        if cause is None or cause.errno not in DISK_FULL + NOT_WRITABLE:
+        number = cause.errno if cause is not None else next( # libraries that keep only the message (safetensors)
+            (n for n in DISK_FULL + NOT_WRITABLE if os.strerror(n) in str(e)), None)
+        if number not in DISK_FULL + NOT_WRITABLE:
             raise
-        what = "the disk is full" if cause.errno in DISK_FULL else "it is not writable"
-        raise UserError(f"cannot write {where}: {what} ({cause.strerror})" + (f"; {advice}" if advice else "")
+        what = {errno.EFBIG: "a file-size limit is reached", **dict.fromkeys(NOT_WRITABLE, "it is not writable")
+                }.get(number, "the disk is full")
+        raise UserError(f"cannot write {where}: {what} ({os.strerror(number)})" + (f"; {advice}" if advice else "")
                         ) from None
 
 
@@ -59,14 +63,21 @@ def _report(kind, error, traceback):
         sys.__excepthook__(kind, error, traceback)
 
 
+_installed_by = None  # the process that called install(); forked workers inherit the handler, not the wish
+
+
 def _terminate(signum, frame):
-    # as Ctrl-C does: `finally` blocks run, so temporary files are removed
-    raise SystemExit(128 + signum)
+    if os.getpid() != _installed_by: # a worker (multiprocessing's Pool ends its workers so): die as by default
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+    raise SystemExit(128 + signum) # as Ctrl-C does: `finally` blocks run, so temporary files are removed
 
 
 def install():
     """Makes this process end a UserError in one line and Ctrl-C without a traceback, lets SIGTERM run `finally`
     blocks as Ctrl-C does, and lets printing never fail on a character the terminal's encoding lacks."""
+    global _installed_by
+    _installed_by = os.getpid()
     sys.excepthook = _report
     signal.signal(signal.SIGTERM, _terminate)
     for stream in (sys.stdout, sys.stderr):

@@ -22,6 +22,7 @@ from checkpoint import load_model
 from configurator import at_least, configure
 from errors import UserError
 from fileio import download, read_text
+from parallel import share
 from tokenizer import Tokenizer
 
 
@@ -95,8 +96,9 @@ def score_example(model, example, tokenizer, device, autocast_ctx):
 
 def evaluate_hellaswag(model, examples, device, autocast_ctx, rank=0, world_size=1):
     """Accuracy of model (a GPT, or a torch.compile of one; not the DDP wrapper) on examples: returns
-    dict(acc=, acc_norm=, n=) over all of them. Under DDP every rank calls this: each scores
-    examples[rank::world_size] and the counts are summed over ranks. The model is left in the mode it came in."""
+    dict(acc=, acc_norm=, n=) over all of them. Under DDP or FSDP every rank calls this: each scores its share of
+    the examples (parallel.share: under FSDP all score equally many, some one more that is not counted) and the
+    counts are summed over ranks. The model is left in the mode it came in."""
     tokenizer = Tokenizer()
     if model.config.vocab_size < tokenizer.vocab_size:
         raise UserError(f"HellaSwag needs a model of GPT-2's BPE vocabulary ({tokenizer.vocab_size} tokens), this one "
@@ -104,9 +106,12 @@ def evaluate_hellaswag(model, examples, device, autocast_ctx, rank=0, world_size
     was_training = model.training
     model.eval()
     n = correct = correct_norm = 0
-    progress = tqdm(examples[rank::world_size], desc="hellaswag", disable=True if rank != 0 else None)
-    for example in progress:
+    progress = tqdm(list(share(len(examples), rank, world_size)), desc="hellaswag", disable=True if rank != 0 else None)
+    for i, counted in progress:
+        example = examples[i]
         sum_loss, avg_loss = score_example(model, example, tokenizer, device, autocast_ctx)
+        if not counted:
+            continue
         n += 1
         correct += int(sum_loss.argmin().item() == example['label'])
         correct_norm += int(avg_loss.argmin().item() == example['label'])

@@ -21,7 +21,8 @@ import torch
 
 from checkpoint import load_model, model_path
 from configurator import configure, optional
-from errors import UserError, first_line
+from errors import UserError, first_line, writing
+from fileio import remove_stale_temps, stale_temps, sync_directory, temp_path
 from model import CONV1D_WEIGHTS
 
 # -----------------------------------------------------------------------------
@@ -31,10 +32,25 @@ push_to_hub: optional(str) = None # e.g. 'your-name/my-gpt': also upload the exp
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 
-hf_dir = str(hf_dir) if hf_dir is not None else os.path.join(out_dir, 'hf')
-if os.path.exists(hf_dir) and not os.path.exists(os.path.join(hf_dir, 'model.safetensors')):
-    raise UserError(f"{hf_dir} exists and is not an earlier export (it has no model.safetensors); "
-                    f"pass another --hf_dir, or remove it")
+hf_dir = os.path.normpath(hf_dir if hf_dir is not None else os.path.join(out_dir, 'hf'))
+MARKER = 'nanogpt_export.json' # export.py's own: the files it wrote, so that it replaces nothing else
+
+
+def files_not_exported(directory):
+    """The entries of directory that no earlier export wrote: all of them when it holds no marker of ours."""
+    try:
+        with open(os.path.join(directory, MARKER)) as f:
+            ours = set(json.load(f)['files'])
+    except (OSError, ValueError, KeyError, TypeError):
+        ours = set()
+    return sorted(set(os.listdir(directory)) - ours - {MARKER} if ours else os.listdir(directory))
+
+
+if os.path.exists(hf_dir) and (not os.path.isdir(hf_dir) or files_not_exported(hf_dir)):
+    theirs = files_not_exported(hf_dir) if os.path.isdir(hf_dir) else []
+    raise UserError(f"{hf_dir} exists and is not an earlier export of export.py" +
+                    (f" (it holds {', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}, which export.py did "
+                     f"not write)" if theirs else "") + "; pass another --hf_dir, or move it away")
 if push_to_hub is not None:
     from huggingface_hub import get_token
     if get_token() is None:
@@ -80,6 +96,7 @@ def model_card(repo):
              "generates the padding ids: `suppress_tokens` in generation_config.json)"
              if c.vocab_size > tokenizer.vocab_size else ""))
     prompt = "ROMEO:" if tokenizer.bpe is None else "Hello, I am"
+    new_tokens = min(100, c.block_size - len(tokenizer.encode(prompt))) # transformers generates no further
     return f"""---
 library_name: transformers
 pipeline_tag: text-generation
@@ -111,7 +128,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained("{repo}")
 model = AutoModelForCausalLM.from_pretrained("{repo}")
 ids = tokenizer({prompt!r}, return_tensors="pt").input_ids
-print(tokenizer.decode(model.generate(ids, max_new_tokens=100, do_sample=True, top_k=200)[0]))
+print(tokenizer.decode(model.generate(ids, max_new_tokens={new_tokens}, do_sample=True, top_k=200)[0]))
 ```
 
 or, with the code that trained it: `python sample.py --init_from={repo}` (a local directory).
@@ -131,34 +148,48 @@ or, with the code that trained it: `python sample.py --init_from={repo}` (a loca
 
 
 # build everything beside hf_dir, so that a failure at any point leaves hf_dir as it was
-tmp_dir = f"{hf_dir.rstrip(os.sep)}.tmp.{os.getpid()}"
-shutil.rmtree(tmp_dir, ignore_errors=True)
-os.makedirs(tmp_dir)
+tmp_dir, old_dir = temp_path(hf_dir), temp_path(f"{hf_dir}.old")
+with writing(hf_dir, "nothing was exported"):
+    os.makedirs(os.path.dirname(os.path.abspath(hf_dir)), exist_ok=True)
+    earlier = stale_temps(f"{hf_dir}.old")
+    if earlier and not os.path.exists(hf_dir): # an export killed between its two renames: put the earlier one back
+        os.rename(earlier[-1], hf_dir)
+    remove_stale_temps(hf_dir) # what exports killed before they finished left behind
+    remove_stale_temps(f"{hf_dir}.old")
+    os.makedirs(tmp_dir)
 try:
-    from transformers import GPT2LMHeadModel
-    from transformers.utils.logging import disable_progress_bar
-    disable_progress_bar() # the bars of loading and saving a few files would bury what export.py says
-    transformers_model(model, tokenizer).save_pretrained(tmp_dir) # model.safetensors, config.json
-    tokenizer.save_pretrained(tmp_dir, model_max_length=model.config.block_size)
-    with open(os.path.join(tmp_dir, 'README.md'), 'w', encoding='utf-8') as f:
-        f.write(model_card(push_to_hub or hf_dir))
+    with writing(hf_dir, f"{hf_dir} is as it was"):
+        from transformers import GPT2LMHeadModel
+        from transformers.utils.logging import disable_progress_bar
+        disable_progress_bar() # the bars of loading and saving a few files would bury what export.py says
+        transformers_model(model, tokenizer).save_pretrained(tmp_dir) # model.safetensors, config.json
+        tokenizer.save_pretrained(tmp_dir, model_max_length=model.config.block_size)
+        with open(os.path.join(tmp_dir, 'README.md'), 'w', encoding='utf-8') as f:
+            f.write(model_card(push_to_hub or hf_dir))
+        with open(os.path.join(tmp_dir, MARKER), 'w') as f:
+            json.dump({'files': sorted(os.listdir(tmp_dir)), 'checkpoint': os.path.abspath(ckpt_path)}, f, indent=1)
 
-    # what was written, read back by transformers, must compute our logits: at every position of a full block
-    idx = torch.randint(tokenizer.vocab_size, (1, model.config.block_size), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        ours = model(idx, targets=idx)[0]
-        theirs = GPT2LMHeadModel.from_pretrained(tmp_dir).eval()(idx).logits
-    difference = (ours - theirs).abs().max().item()
-    if difference > 1e-4 * max(1.0, ours.abs().max().item()):
-        raise RuntimeError(f"transformers computes other logits from the export than we do (by up to {difference})")
+        # what was written, read back by transformers, must compute our logits: at every position of a full block
+        idx = torch.randint(tokenizer.vocab_size, (1, model.config.block_size),
+                            generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            ours = model(idx, targets=idx)[0]
+            theirs = GPT2LMHeadModel.from_pretrained(tmp_dir).eval()(idx).logits
+        difference = (ours - theirs).abs().max().item()
+        if difference > 1e-4 * max(1.0, ours.abs().max().item()):
+            raise RuntimeError(f"transformers computes other logits from the export than we do (by up to {difference})")
 
-    for name in os.listdir(tmp_dir): # on disk before the rename, so that a power cut cannot leave a torn file
-        with open(os.path.join(tmp_dir, name), 'rb') as f:
-            os.fsync(f.fileno())
-    if os.path.exists(hf_dir): # an earlier export (checked above): replaced, and removed only once it is
-        os.rename(hf_dir, f"{tmp_dir}.old")
-    os.rename(tmp_dir, hf_dir)
-    shutil.rmtree(f"{tmp_dir}.old", ignore_errors=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        for name in os.listdir(tmp_dir):
+            os.chmod(os.path.join(tmp_dir, name), 0o666 & ~umask) # safetensors writes 0600, as a temporary file
+            with open(os.path.join(tmp_dir, name), 'rb') as f:
+                os.fsync(f.fileno()) # on disk before the rename, so that a power cut cannot leave a torn file
+        if os.path.exists(hf_dir): # an earlier export (checked above): replaced, and removed only once it is
+            os.rename(hf_dir, old_dir)
+        os.rename(tmp_dir, hf_dir)
+        sync_directory(os.path.dirname(os.path.abspath(hf_dir)))
+        shutil.rmtree(old_dir, ignore_errors=True)
 finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)
 print(f"exported {ckpt_path} to {hf_dir} ({', '.join(sorted(os.listdir(hf_dir)))}); "

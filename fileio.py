@@ -8,7 +8,6 @@ rename. A writer killed on the way (kill -9, a power cut) leaves it behind; remo
 those whose process is gone.
 """
 
-import argparse
 import fcntl
 import http.client
 import os
@@ -33,26 +32,6 @@ def download(url, path, fix):
         raise UserError(f"cannot download {url} ({reason}); {fix}")
 
 
-TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-
-
-def tiny_shakespeare(description, script_dir):
-    """The command line of data/shakespeare*/prepare.py: returns the tiny Shakespeare text and the folder for the
-    outputs (--out_dir, by default script_dir, where train.py looks). input.txt is downloaded there when absent,
-    unless --input names a local copy."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--input', help="text file to use instead of input.txt in --out_dir")
-    parser.add_argument('--url', default=TINY_SHAKESPEARE_URL, help="where to download input.txt from when absent")
-    parser.add_argument('--out_dir', default=script_dir, help="where the outputs (and a downloaded input.txt) go; "
-                                                              "default: the script's folder, where train.py looks")
-    args = parser.parse_args()
-    os.makedirs(args.out_dir, exist_ok=True)
-    input_path = args.input or os.path.join(args.out_dir, 'input.txt')
-    if args.input is None and not os.path.exists(input_path):
-        download(args.url, input_path, f"put the file at {input_path} or pass --input PATH")
-    return read_text(input_path), args.out_dir
-
-
 def read_text(path):
     """The content of a UTF-8 text file."""
     try:
@@ -67,7 +46,7 @@ def read_text(path):
 def temp_path(path):
     """Where path is written before it takes its name: beside it, so that the move is a rename, and named for its
     writer, so that two processes never share one and a stale one can be told from one being written."""
-    return f"{path.rstrip(os.sep)}.tmp.{os.getpid()}@{socket.gethostname()}"
+    return f"{os.fspath(path).rstrip(os.sep)}.tmp.{os.getpid()}@{socket.gethostname()}"
 
 
 def writer_is_gone(temp_name):
@@ -84,11 +63,16 @@ def writer_is_gone(temp_name):
     return False
 
 
+def stale_temps(path):
+    """The files and folders that temp_path(path) named for processes that are gone."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path).rstrip(os.sep)))
+    return [os.path.join(directory, entry) for entry in sorted(os.listdir(directory))
+            if entry.startswith(f"{name}.tmp.") and writer_is_gone(entry)]
+
+
 def remove_stale_temps(path):
-    """Removes the files and folders that temp_path(path) named for processes that are gone; returns their paths."""
-    directory, name = os.path.split(os.path.abspath(path.rstrip(os.sep)))
-    stale = [os.path.join(directory, entry) for entry in os.listdir(directory)
-             if entry.startswith(f"{name}.tmp.") and writer_is_gone(entry)]
+    """Removes stale_temps(path); returns their paths."""
+    stale = stale_temps(path)
     for entry in stale:
         shutil.rmtree(entry) if os.path.isdir(entry) and not os.path.islink(entry) else os.remove(entry)
     return stale
@@ -132,15 +116,15 @@ def claim(directory, advice):
     if os.path.abspath(directory) in _claimed:
         return
     path = os.path.join(directory, LOCK)
-    with writing(directory, "pick another one"):
+    with writing(path, "nothing was written there"):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
-        os.close(fd)
-        raise UserError(f"{directory} is in use by {holder}; {advice}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})"
-              .encode(), 0)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{directory} is in use by {holder}; {advice}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
     _claimed[os.path.abspath(directory)] = fd

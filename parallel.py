@@ -1,24 +1,34 @@
-"""Training on several processes (torchrun): the process group and its timeout, DDP or FSDP around the model,
-gradient sync in gradient accumulation, the whole single-process state of a sharded model, and the check that
+"""Training on several processes (torchrun): the process group and its timeout, DDP or FSDP around the model (FSDP
+built on the meta device, each process setting only its shards), gradient sync in gradient accumulation, each
+process's share of the evaluation, the whole single-process state of a sharded model, and the check that
 replicated weights stayed equal. Single-process runs pass through every function here unchanged."""
 
+import copy
 import datetime
+import math
 import os
 import sys
+import warnings
 from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from hardware import PTDTYPE
+from model import LayerNorm
 
 
 def init_process_group(backend, device, timeout, out_dir):
     """Joins the torchrun processes. A collective that waits more than timeout seconds on another process (dead or
-    stuck) fails, and a failed collective ends this process with one line saying what to do, and exit code 1."""
+    stuck) fails, and a failed collective ends this process with one line saying what to do, and exit code 1.
+    nccl, the default backend, needs CUDA: off CUDA the processes take gloo."""
     if torch.device(device).type == 'cuda':
         torch.cuda.set_device(device)
+    elif backend == 'nccl':
+        print(f"nccl needs CUDA devices; using the gloo backend for device={device}")
+        backend = 'gloo'
     timeout = datetime.timedelta(seconds=timeout)
     restart = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))
     if restart == 0:
@@ -50,30 +60,111 @@ def init_process_group(backend, device, timeout, out_dir):
     sys.excepthook = on_error
 
 
-def shard(model, device, dtype):
+def gather(value):
+    """[value of process 0, value of process 1, ...]: every process's value, in every process; [value] alone."""
+    if not dist.is_initialized():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
+@contextmanager
+def building(sharded):
+    """Around the construction of a model that shard() will shard (sharded=True): on the meta device, where
+    weights have a shape but no memory and draw no random numbers, so that no process ever holds the whole model;
+    shard() gives each process its rows of them. A checkpoint loaded meanwhile is only checked against the model's
+    shapes (load_state_dict copies nothing into a meta tensor, and says so: not a mistake here)."""
+    if not sharded:
+        yield
+        return
+    with torch.device('meta'), warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='for .*: copying from a non-meta parameter')
+        yield
+
+
+def shard(model, device, dtype, seed, weights=None):
     """FSDP: shards the weights of each Block, then the rest, over the processes, and moves the shards to device.
-    Before the optimizer is made: it must hold the shards. Under FSDP the compute dtype comes from its
-    MixedPrecisionPolicy instead of autocast: dtype for the forward and backward, float32 for the gradient
-    reduce-scatter and for the sharded weights, gradients and AdamW state that the optimizer steps.
-    float16 keeps its GradScaler: the backward still runs in float16, where small gradients underflow, and
-    torch.amp.GradScaler takes FSDP's DTensor gradients (DTensor's found_inf handler takes the max over the
-    shards, so every process skips the same steps)."""
-    device_type = torch.device(device).type
-    # unlike DDP, fully_shard does not make the processes' initial weights equal: rank 0's go to all,
-    # one tensor at a time through the device (NCCL sends device memory only)
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            on_device = tensor.to(device)
-            dist.broadcast(on_device, src=0)
-            tensor.copy_(on_device)
+    Before the optimizer is made: it must hold the shards. A model built on the meta device (building()) gets its
+    values here, each process its rows only: those of weights (a state dict, e.g. of a checkpoint that
+    load_checkpoint mmap'd: only those rows are read) or else the initial weights that one process draws after
+    torch.manual_seed(seed) (initialise). A whole model (a GPT-2 that every process read) keeps its rows.
+    Under FSDP the compute dtype comes from its MixedPrecisionPolicy instead of autocast: dtype for the forward
+    and backward, float32 for the gradient reduce-scatter and for the sharded weights, gradients and AdamW state
+    that the optimizer steps. float16 keeps its GradScaler: the backward still runs in float16, where small
+    gradients underflow, and torch.amp.GradScaler takes FSDP's DTensor gradients (DTensor's found_inf handler
+    takes the max over the shards, so every process skips the same steps)."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-    mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    on_meta = next(model.parameters()).is_meta
+    # a meta model's modules that hold weights, with their whole shapes (sharding cuts them), in the order built
+    leaves = [(name, copy.deepcopy(module)) for name, module in model.named_modules()
+              if on_meta and isinstance(module, (nn.Linear, nn.Embedding, LayerNorm))]
+    mesh = init_device_mesh(torch.device(device).type, (dist.get_world_size(),))
     policy = MixedPrecisionPolicy() if dtype == 'float32' else \
         MixedPrecisionPolicy(param_dtype=PTDTYPE[dtype], reduce_dtype=torch.float32)
     for block in model.transformer.h:
         fully_shard(block, mesh=mesh, mp_policy=policy) # each Block's weights are gathered only while it runs
     fully_shard(model, mesh=mesh, mp_policy=policy) # embeddings, final layer norm, lm_head (tied to wte)
+    if not on_meta:
+        return
+    model.to_empty(device=device) # each process's shards, not yet set
+    with torch.no_grad():
+        if weights is None:
+            initialise(model, leaves, seed)
+        else:
+            for name, param in model.named_parameters():
+                param.to_local().copy_(my_rows(weights[name]))
+
+
+def my_rows(tensor):
+    """This process's rows of a whole tensor, as FSDP2 shards dim 0: cut like torch.chunk into one piece per
+    process (pieces of ceil(rows / processes) rows, the last ones shorter or empty)."""
+    piece = -(-len(tensor) // dist.get_world_size())
+    return tensor[min(dist.get_rank() * piece, len(tensor)):][:piece]
+
+
+def initialise(model, leaves, seed):
+    """Sets the shards of a sharded GPT to this process's rows of the weights that GPT(config) gives it in one
+    process after torch.manual_seed(seed). GPT.__init__ draws from the CPU generator: nn.Linear's and nn.Embedding's
+    own initialisation as they are built, then _init_weights on each module, then the residual projections'
+    smaller normal. This draws the same numbers in the same order, each weight whole on the CPU, one at a time
+    (leaves: a meta copy of each module with weights, in the order they are built), and copies this process's rows
+    of it into its shard: the tied wte/lm_head weight ends with the last value drawn for it, lm_head's, as there.
+    Keep in step with GPT.__init__: tests/test_fsdp.py compares the two. Drawn in a fork of the RNG, so that this
+    process's own random numbers (dropout) stay those of its seed."""
+    def draw(name, leaf, init):
+        whole = copy.deepcopy(leaf).to_empty(device='cpu')
+        init(whole)
+        for param_name, value in whole.named_parameters():
+            model.get_parameter(f'{name}.{param_name}').to_local().copy_(my_rows(value))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for name, leaf in leaves:
+            draw(name, leaf, ones_and_zeros if isinstance(leaf, LayerNorm) else type(leaf).reset_parameters)
+        for name, leaf in leaves:
+            if not isinstance(leaf, LayerNorm): # which _init_weights leaves as they are
+                draw(name, leaf, model._init_weights)
+        std = 0.02 / math.sqrt(2 * model.config.n_layer)
+        for name, param in model.named_parameters():
+            if name.endswith('c_proj.weight'):
+                param.to_local().copy_(my_rows(torch.nn.init.normal_(torch.empty(param.shape), mean=0.0, std=std)))
+
+
+def ones_and_zeros(layer_norm):
+    """model.LayerNorm's initial weights, which it gets without drawing."""
+    layer_norm.weight.fill_(1.0)
+    if layer_norm.bias is not None:
+        layer_norm.bias.zero_()
+
+
+def share(count, rank, world_size):
+    """This process's part of count pieces of evaluation work (batches, HellaSwag examples), handed out to the
+    processes in turn: (piece, counted) pairs, equally many in every process. Under FSDP every forward pass takes
+    all processes (each gathers the weights from the others), so a process with fewer pieces runs piece 0 once
+    more, not counted. Under DDP that costs no time: the processes wait for the slowest at the sum anyway."""
+    for piece in range(rank, -(-count // world_size) * world_size, world_size):
+        yield (piece, True) if piece < count else (0, False)
 
 
 def wrap(model, device):

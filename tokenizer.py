@@ -53,6 +53,15 @@ def dataset_vocab(data_dir):
     return {k: v for k, v in load_meta(meta_path).items() if k in ('vocab_size', 'itos', 'stoi')}
 
 
+def check_vocab(learnt, vocab, dataset, source):
+    """Raises a UserError when the model from source learnt another vocabulary than dataset's (vocab): its token ids
+    would mean other text. learnt None: the model does not say."""
+    if learnt is not None and learnt != vocab:
+        raise UserError(f"dataset={dataset} has another vocabulary ({describe(vocab)}) than the model from {source} "
+                        f"learnt ({describe(learnt)}): its token ids would mean other text; use a dataset of the "
+                        f"model's vocabulary, or start a new run")
+
+
 def describe(vocab):
     """A vocabulary in a few words, for messages."""
     if vocab.get('bpe') == 'gpt2':

@@ -15,12 +15,10 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1)
 
---fsdp=True shards the weights, gradients and AdamW state over the processes (FSDP2) instead of copying them (DDP).
-With torchrun --max-restarts=N, processes restarted after one died go on from the run's newest checkpoint.
-
-Ctrl-C or SIGTERM stops the run after the current iteration with a checkpoint (a second one stops at once);
---init_from=resume then goes on exactly as if it had never stopped. checkpoint.py says what ckpt.pt and last.pt
-hold. Metrics go to out_dir/log.jsonl, one JSON object a line.
+--fsdp=True shards weights, gradients and AdamW state over the processes (FSDP2, parallel.py) instead of copying
+them; under torchrun --max-restarts=N, restarted processes go on from the run's newest checkpoint. Ctrl-C or SIGTERM
+stops after the current iteration with a checkpoint (a second one stops at once); --init_from=resume goes on exactly
+as if it had never stopped (checkpoint.py: ckpt.pt and last.pt). One run owns its out_dir; metrics go to log.jsonl.
 """
 
 import errors
@@ -43,15 +41,14 @@ import torch.distributed as dist
 import eval_hellaswag
 import hardware
 import parallel
-from checkpoint import (CKPT, LAST, check_resumable, init_model, load_checkpoint, resume_path, rng_state,
-                        save_checkpoint, set_aside, set_rng_state)
+from checkpoint import (CKPT, LAST, checkpoint_to_resume, init_model, model_args_of, rng_state, save_checkpoint,
+                        set_rng_state, take_out_dir)
 from configurator import at_least, configure, fraction
-from dataloader import check_dataset, get_batch
+from dataloader import check_dataset, epochs_ended, get_batch
 from errors import UserError, first_line, writing
-from fileio import claim, remove_stale_temps
 from model import GPT2_MODELS
 from provenance import device_name, git_commit
-from tokenizer import GPT2_VOCAB, dataset_vocab, describe, model_tokenizer
+from tokenizer import GPT2_VOCAB, Tokenizer, check_vocab, dataset_vocab, describe, has_saved_tokenizer
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
@@ -73,6 +70,7 @@ dataset: str = 'openwebtext'
 gradient_accumulation_steps: at_least(1) = 5 * 8 # used to simulate larger batch sizes; the total over all processes
 batch_size: at_least(1) = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
 block_size: at_least(1) = 1024
+data_order: Literal['random', 'epoch'] = 'random' # nanoGPT's random windows, or each window of train.bin once an epoch
 # model
 n_layer: at_least(1) = 12
 n_head: at_least(1) = 12
@@ -133,9 +131,6 @@ if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
 fsdp = fsdp and ddp # one process has nothing to shard over
-if fsdp and (eval_iters % ddp_world_size != 0 or hellaswag): # every FSDP forward pass needs all processes
-    raise UserError(f"fsdp=True needs the processes to run equally many evaluation batches: use an eval_iters that "
-                    f"is a multiple of {ddp_world_size} (not {eval_iters}), and --hellaswag=False")
 if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
 if wandb_log:
@@ -143,19 +138,10 @@ if wandb_log:
         import wandb
     except ImportError:
         raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
-busy = "wait for it to end or stop it, or pick another --out_dir"
-if master_process and os.path.isdir(out_dir):
-    claim(out_dir, busy) # now: a run that cannot write there should not spend minutes loading first
 
 # resuming: the model's shape is the checkpoint's, as in nanoGPT. A torchrun restart resumes the run's own checkpoint.
-checkpoint = None
-ckpt_path = resume_path(out_dir)
-if init_from == 'resume' or (restart_count > 0 and os.path.exists(ckpt_path)):
-    checkpoint = load_checkpoint(ckpt_path) # to CPU: the model and the optimizer move their state to the device
-    if init_from != 'resume' and checkpoint.get('provenance', {}).get('run_id') != run_id:
-        checkpoint = None # an earlier run's: this run died before its first checkpoint, and starts again
+checkpoint, ckpt_path = checkpoint_to_resume(out_dir, init_from, restart_count, run_id)
 if checkpoint is not None:
-    check_resumable(checkpoint, ckpt_path)
     shape = {k: checkpoint['model_args'][k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')}
     ignored = ", ".join(f"{k}={v} (not {config[k]})" for k, v in shape.items() if config[k] != v)
     if ignored and master_process:
@@ -169,14 +155,15 @@ tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * bl
 print(f"tokens per iteration will be: {tokens_per_iter:,}")
 torch.manual_seed(seed + seed_offset)
 
-# poor man's data loader: the batch of iteration i is a function of (seed, i), see dataloader.py
+# poor man's data loader: the batch of iteration i is a function of (seed, i, its rows), see dataloader.py
 data_dir = os.path.join('data', dataset)
 check_dataset(data_dir, block_size)
+rows_per_step = batch_size * gradient_accumulation_steps * ddp_world_size # the global batch's rows
 
 def get_train_batch(it, micro_step):
     # this process's rows of the global batch: gradient_accumulation_steps micro-batches of each process, in turn
     first_row = (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
-    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device)
+    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device, data_order, rows_per_step)
 
 # the vocabulary the token ids of the dataset stand for: its meta.pkl's characters, or GPT-2's BPE
 vocab = dataset_vocab(data_dir)
@@ -186,18 +173,9 @@ print(f"the dataset's vocabulary: {describe(vocab)} (vocab_size = {vocab['vocab_
 iter_num = 0
 best_val_loss = 1e9
 tokens = 0 # trained on so far
-model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                  vocab_size=vocab['vocab_size'] if 'itos' in vocab else 50304, dropout=dropout) # 50304: GPT-2's
-                  # 50257 rounded up for efficiency
 if resumed:
     print(f"Resuming training from {ckpt_path}" + (f" (torchrun restart {restart_count})" if restart_count else ""))
-    trained_on = checkpoint.get('vocab')
-    if trained_on is not None and trained_on != vocab:
-        raise UserError(f"dataset={dataset} has another vocabulary ({describe(vocab)}) than the model in {ckpt_path} "
-                        f"learnt ({describe(trained_on)}, from dataset={checkpoint['config'].get('dataset')}): its "
-                        f"token ids would mean other text; resume on that dataset, or start a new run")
-    model = init_model('resume', checkpoint, ckpt_path, dropout=dropout)
-    model_args = {**checkpoint['model_args'], 'dropout': dropout}
+    check_vocab(checkpoint.get('vocab'), vocab, dataset, ckpt_path) # nanoGPT's checkpoints have none
     iter_num = checkpoint['iter_num']
     best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
     saved = checkpoint.get('config', {})
@@ -207,28 +185,22 @@ if resumed:
     if changed and master_process:
         print("config changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
 else:
-    print("Initializing a new model from scratch" if init_from == 'scratch' else
-          f"Initializing from OpenAI GPT-2 weights: {init_from}")
-    model = init_model(init_from, model_args=model_args, dropout=dropout)
-    if init_from != 'scratch':
-        # read off the created config params, so we can store them into checkpoint correctly
-        for k in ['n_layer', 'n_head', 'n_embd', 'block_size', 'bias', 'vocab_size']:
-            model_args[k] = getattr(model.config, k)
-        if model.config.gelu_approximate != 'none': # only then, so that nanoGPT can read our checkpoints
-            model_args['gelu_approximate'] = model.config.gelu_approximate
-        learnt = GPT2_VOCAB if init_from in GPT2_MODELS else \
-            model_tokenizer(model_args['vocab_size'], directory=init_from).vocab # the tokenizer saved with it
-        if learnt != vocab:
-            raise UserError(f"the model of init_from={init_from} learnt {describe(learnt)}, but dataset={dataset} has "
-                            f"{describe(vocab)}: its token ids would mean other text; prepare the data with the "
-                            f"model's tokenizer")
+    print("Initializing a new model from scratch" if init_from == 'scratch' else f"Initializing from {init_from}")
+    if init_from != 'scratch': # the vocabulary of GPT-2, or of the tokenizer saved in a transformers directory
+        check_vocab(GPT2_VOCAB if init_from in GPT2_MODELS else
+                    Tokenizer(init_from).vocab if has_saved_tokenizer(init_from) else None, vocab, dataset, init_from)
+with parallel.building(fsdp and (resumed or init_from == 'scratch')): # FSDP: on the meta device; shard() fills it
+    model = init_model('resume' if resumed else init_from, checkpoint, ckpt_path, dropout=dropout,
+                       model_args=dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                                       vocab_size=50304 if vocab == GPT2_VOCAB else vocab['vocab_size'])) # 50304:
+                                       # GPT-2's 50257 rounded up for efficiency
 # crop down the model block size if desired, using model surgery
 if block_size > model.config.block_size:
     raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of the model "
                     f"from init_from={init_from}; use --block_size={model.config.block_size} or less")
 if block_size < model.config.block_size:
     model.crop_block_size(block_size)
-    model_args['block_size'] = block_size # so that the checkpoint will have the right value
+model_args = model_args_of(model) # what the checkpoints record, as nanoGPT's do
 if vocab['vocab_size'] > model_args['vocab_size']:
     trained_on = f" (it was trained on {checkpoint['config'].get('dataset')})" if resumed else ""
     raise UserError(f"dataset={dataset} has {vocab['vocab_size']} token ids but the model from init_from={init_from} "
@@ -248,24 +220,12 @@ if wandb_log and master_process: # before out_dir is made: it fails without an A
 
 # the config is fine: from here on files get written, by this run alone
 if master_process:
-    with writing(out_dir, "pick another --out_dir"):
-        os.makedirs(out_dir, exist_ok=True)
-    claim(out_dir, busy)
-    for path in remove_stale_temps(os.path.join(out_dir, CKPT)) + remove_stale_temps(os.path.join(out_dir, LAST)):
-        print(f"removed {path}, a checkpoint whose writer was killed")
-    if not resumed and not eval_only:
-        earlier = set_aside(out_dir)
-        if earlier:
-            print(f"moved the earlier run's checkpoints to {earlier} rather than overwrite them; delete them when "
-                  f"you no longer need them")
+    take_out_dir(out_dir, new_run=not resumed and not eval_only)
 if ddp:
-    if backend == 'nccl' and device_type != 'cuda':
-        print(f"nccl needs CUDA devices; using the gloo backend for device={device}")
-        backend = 'gloo'
     parallel.init_process_group(backend, device, dist_timeout, out_dir)
 if fsdp:
     ctx = nullcontext() # FSDP has its MixedPrecisionPolicy instead
-    parallel.shard(model, device, dtype) # before the optimizer is made: it steps the shards
+    parallel.shard(model, device, dtype, seed, checkpoint['model'] if resumed else None) # before the optimizer
 else:
     model.to(device)
 
@@ -290,12 +250,7 @@ if ddp:
     model = parallel.wrap(model, device)
 
 if checkpoint is not None:
-    rngs = checkpoint.get('rng')
-    if rngs is not None and len(rngs) == ddp_world_size:
-        set_rng_state(rngs[ddp_rank], device)
-    else:
-        print("the checkpoint has no RNG state for this number of processes: dropout will not repeat the "
-              "uninterrupted run's")
+    set_rng_state(checkpoint.get('rng'), ddp_rank, ddp_world_size, device)
 checkpoint = None # free up memory
 
 # helps estimate an arbitrarily accurate loss over either split using many batches
@@ -307,11 +262,12 @@ def estimate_loss():
     eval_model.eval()
     for split in ['train', 'val']:
         loss_sum = torch.zeros((), device=device)
-        for k in range(ddp_rank, eval_iters, ddp_world_size):
+        for k, counted in parallel.share(eval_iters, ddp_rank, ddp_world_size):
             X, Y = get_batch(data_dir, split, batch_size, block_size, seed + 1, k, 0, device)
             with ctx:
                 logits, loss = eval_model(X, Y)
-            loss_sum += loss.float()
+            if counted: # not a batch that only keeps FSDP's processes in step
+                loss_sum += loss.float()
         if ddp:
             dist.all_reduce(loss_sum)
         out[split] = loss_sum.item() / eval_iters
@@ -339,26 +295,14 @@ provenance = dict(config=config, git_commit=git_commit(), python=platform.python
 def save(reason, name):
     """Writes the whole training state to out_dir/name, CKPT or LAST (see checkpoint.py). Every process calls it:
     they hand in their RNG states."""
-    rngs = [rng_state(device)]
-    if ddp:
-        rngs = [None] * ddp_world_size
-        dist.all_gather_object(rngs, rng_state(device))
-        parallel.check_weights_identical(raw_model) # DDP: the processes applied the same averaged gradients
+    rngs = parallel.gather(rng_state(device))
+    parallel.check_weights_identical(raw_model) # DDP: the processes applied the same averaged gradients
     model_state, optimizer_state = parallel.full_state(raw_model, optimizer) # FSDP: gathered to rank 0's CPU
     if master_process:
-        checkpoint = {
-            'model': model_state,
-            'optimizer': optimizer_state,
-            'model_args': model_args,
-            'iter_num': iter_num,
-            'best_val_loss': best_val_loss,
-            'config': config,
-            'scaler': scaler.state_dict(),
-            'rng': rngs,
-            'provenance': provenance,
-            'vocab': vocab, # what the token ids mean: sample.py and export.py decode with it
-            'tokens': tokens,
-        }
+        checkpoint = {'model': model_state, 'optimizer': optimizer_state, 'model_args': model_args,
+                      'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, # nanoGPT's keys
+                      'scaler': scaler.state_dict(), 'rng': rngs, 'provenance': provenance, 'vocab': vocab,
+                      'tokens': tokens} # what an exact resume needs too, and what the token ids mean
         same = f", weights identical on all {ddp_world_size} processes" if ddp and not fsdp else ""
         print(f"saving checkpoint to {os.path.join(out_dir, name)} ({reason}, iter {iter_num}{same})")
         save_checkpoint(checkpoint, os.path.join(out_dir, name), kept())
@@ -498,6 +442,10 @@ while True:
         if wandb_log:
             wandb.log({"iter": iter_num, "train/iter_loss": lossf, "lr": lr, "ms_per_iter": dt * 1000,
                        "tokens": tokens}, step=iter_num)
+    for epoch in epochs_ended(data_dir, block_size, data_order, rows_per_step, iter_num):
+        if master_process: # data_order='epoch': this iteration read the last windows of an epoch
+            print(f"iter {iter_num}: end of epoch {epoch} of the training data")
+            log({'iter': iter_num, 'epoch': epoch, 'tokens': tokens})
     iter_num += 1
     local_iter_num += 1
 

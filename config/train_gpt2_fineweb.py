@@ -13,7 +13,10 @@ batch_size = 16
 block_size = 1024
 gradient_accumulation_steps = 4 * 8
 
-# 19,073 steps * 524,288 tokens = 10B tokens: one epoch of sample-10BT
+# 19,073 steps * 524,288 tokens = 10B tokens: one epoch of sample-10BT, which reads each window of 1024 tokens
+# of train.bin once, in a seeded order (nanoGPT's random offsets would leave ~37% of them unread and read ~26% twice
+# or more); log.jsonl records the iter where the epoch ends
+data_order = 'epoch'
 max_iters = 19073
 lr_decay_iters = 19073
 learning_rate = 6e-4

@@ -8,47 +8,32 @@ glob pattern such as 'books/**/*.md'. Files must be UTF-8; each file is one
 document.
   char: one token per character; the vocabulary is the sorted set of characters
         in the input (at most 65,536) and goes to meta.pkl, as in shakespeare_char.
-  gpt2: tiktoken's GPT-2 BPE (encode_ordinary), with <|endoftext|> (id 50256)
+  gpt2: GPT-2 BPE (tiktoken's encode_ordinary ids; gigatoken's, checked against
+        tiktoken, with --bpe auto or gigatoken), with <|endoftext|> (id 50256)
         appended after each document. Uses --num_proc worker processes.
 The documents are concatenated in order into one token stream: its first
 (1 - val_fraction) goes to train.bin, the last val_fraction to val.bin.
-Files are read a few MB at a time, so memory does not grow with the input.
+Files are read a megabyte at a time, so memory does not grow with the input.
 """
-import argparse
 import codecs
-import glob
 import os
-import pickle
 import re
 import shutil
 import sys
-import tempfile
 import time
-from multiprocessing import Pool
 
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root, for corpus
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))  # the repo root (see corpus.py)
+import corpus  # noqa: E402
 import errors  # noqa: E402
-errors.install()
-from corpus import disk_full_is_a_user_error, encode_texts, map_in_order  # noqa: E402
-from tokenizer import gpt2_encoding  # noqa: E402
+from errors import UserError  # noqa: E402
 
-CHUNK_BYTES = 4 * 2**20  # read files this many bytes at a time
-MAX_CHAR_VOCAB = 2**16  # ids 0..65535 fit in uint16
+CHUNK_BYTES = corpus.TASK_BYTES  # read files this many bytes at a time: a piece is a worker's task
 
 # the end of a non-space followed by a space or newline, as late in the text as possible (see split_point)
 last_word_end = re.compile(r'.*\S(?=[ \t\r\n])', re.S)
-
-
-def find_files(pattern):
-    """The files named by a path, a directory (its *.txt, recursively) or a glob pattern, sorted."""
-    if os.path.isfile(pattern):
-        return [pattern]
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, '**', '*.txt')
-    return sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
 
 
 def split_point(text):
@@ -71,7 +56,7 @@ def read_pieces(path, chunk_bytes=CHUNK_BYTES):
     try:
         f = open(path, 'rb')
     except OSError as e:
-        sys.exit(f"error: could not read {path}: {e.strerror}")
+        raise UserError(f"could not read {path}: {e.strerror}")
     with f:
         while True:
             block = f.read(chunk_bytes)
@@ -79,7 +64,7 @@ def read_pieces(path, chunk_bytes=CHUNK_BYTES):
             try:
                 text += decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
-                sys.exit(f"error: {path} is not valid UTF-8 (byte offset {offset - carried + e.start})")
+                raise UserError(f"{path} is not valid UTF-8 (byte offset {offset - carried + e.start})") from None
             offset += len(block)
             if not block:
                 break
@@ -94,8 +79,10 @@ def read_pieces(path, chunk_bytes=CHUNK_BYTES):
 
 
 def read_documents(files, chunk_bytes=CHUNK_BYTES):
-    for path in files:
-        yield from read_pieces(path, chunk_bytes)
+    """Yield (file number, piece number, text, is_last) for each piece of each file, in order."""
+    for i, path in enumerate(files):
+        for k, (text, is_last) in enumerate(read_pieces(path, chunk_bytes)):
+            yield i, k, text, is_last
 
 
 def codepoints(text):
@@ -106,7 +93,7 @@ def scan_chars(files):
     """The sorted characters that occur in files, as an array of code points (first pass of char)."""
     seen = np.zeros(0x110000, dtype=bool)
     with tqdm(desc='scanning characters', unit='char', unit_scale=True, disable=None) as bar:
-        for text, _ in read_documents(files):
+        for *_, text, _ in read_documents(files):
             seen[codepoints(text)] = True
             bar.update(len(text))
     return np.flatnonzero(seen)
@@ -116,18 +103,24 @@ def encode_chars(pieces, chars):
     """Yield the char-level ids of each piece: the index of each character in chars."""
     ids_of = np.zeros(0x110000, dtype=np.uint16)  # code point -> id, a lookup table of 2 MB
     ids_of[chars] = np.arange(len(chars))
-    for text, _ in pieces:
+    for *_, text, _ in pieces:
         yield ids_of[codepoints(text)]
 
 
-def encode_gpt2(pieces, num_proc):
-    """Yield the GPT-2 ids of each piece, in order, encoded by num_proc worker processes;
+def encode_gpt2(files, bpe, num_proc, chunk_bytes=CHUNK_BYTES):
+    """Yield the GPT-2 ids of each piece of files, in order, encoded by num_proc worker processes with bpe;
     <|endoftext|> (50256) follows the last piece of each document."""
-    gpt2_encoding()  # without the BPE files, fail here in one line, before any worker starts
-    with Pool(num_proc) as pool:
-        tasks = (([text], [is_last]) for text, is_last in pieces)
-        for _, (ids, _) in map_in_order(pool, encode_texts, tasks, num_proc):
-            yield ids
+    # the guard (see corpus.guarded) counts the pieces as the tasks of one file, the input: it checks the first
+    # GUARD_FIRST_TASKS pieces whole, whatever the files
+    tasks = (([text], [is_last], bpe, 0, n, files[i])
+             for n, (i, _, text, is_last) in enumerate(read_documents(files, chunk_bytes)))
+    try:
+        with corpus.worker_pool(num_proc) as pool:
+            for _, (ids, _) in corpus.map_in_order(pool, corpus.encode_texts, tasks, num_proc,
+                                                   "run the same command again"):
+                yield ids
+    except corpus.Mismatch as e:
+        raise corpus.Mismatch(f"{e}; run the same command with --bpe tiktoken") from None
 
 
 def write_tokens(ids_stream, path):
@@ -139,89 +132,61 @@ def write_tokens(ids_stream, path):
             n += len(ids)
             bar.update(len(ids))
     if n == 0:
-        sys.exit("error: the input has no text")
+        raise UserError("the input has no text")
     return n
 
 
-def split_train_val(tokens_path, train_path, val_path, n_train):
-    """Move the tokens after the first n_train into val_path; what is left becomes train_path."""
-    with open(tokens_path, 'rb') as src, open(val_path, 'wb') as dst:
+def split_train_val(train_path, val_path, n_train):
+    """Move the tokens of train_path after the first n_train into val_path."""
+    with open(train_path, 'rb') as src, open(val_path, 'wb') as dst:
         src.seek(2 * n_train)  # uint16: 2 bytes a token
         shutil.copyfileobj(src, dst, CHUNK_BYTES)
-    os.truncate(tokens_path, 2 * n_train)
-    os.replace(tokens_path, train_path)
+    os.truncate(train_path, 2 * n_train)
 
 
-def prepare(files, tokenizer, val_fraction, num_proc, work_dir):
-    """Encode files into work_dir/train.bin, val.bin (and meta.pkl for char); return (n_train, n_val)."""
-    tokens_path = os.path.join(work_dir, 'tokens.bin')
-    if tokenizer == 'char':
+def prepare(files, args, bpe, built):
+    """Encode files into the paths built names (train.bin, val.bin and, for char, meta.pkl); return (n_train, n_val)."""
+    if args.tokenizer == 'char':
         chars = scan_chars(files)
-        if len(chars) > MAX_CHAR_VOCAB:
-            sys.exit(f"error: the input has {len(chars):,} distinct characters; "
-                     f"char ids are uint16, which holds at most {MAX_CHAR_VOCAB:,}")
-        n = write_tokens(encode_chars(read_documents(files), chars), tokens_path)
-        chars = [chr(c) for c in chars]
-        meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {ch: i for i, ch in enumerate(chars)}}
-        with open(os.path.join(work_dir, 'meta.pkl'), 'wb') as f:
-            pickle.dump(meta, f)
+        if len(chars) > corpus.MAX_CHAR_VOCAB:
+            raise UserError(f"the input has {len(chars):,} distinct characters; "
+                            f"char ids are uint16, which holds at most {corpus.MAX_CHAR_VOCAB:,}")
+        n = write_tokens(encode_chars(read_documents(files), chars), built['train.bin'])
+        corpus.write_meta(built['meta.pkl'], [chr(c) for c in chars])
         print(f"vocab size: {len(chars):,}")
     else:
-        n = write_tokens(encode_gpt2(read_documents(files), num_proc), tokens_path)
-    n_train = int(n * (1 - val_fraction))  # as nanoGPT's int(n*0.9) for val_fraction 0.1
+        n = write_tokens(encode_gpt2(files, bpe, args.num_proc), built['train.bin'])
+    n_train = int(n * (1 - args.val_fraction))  # as nanoGPT's int(n*0.9) for val_fraction 0.1
     n_val = n - n_train
     if n_train == 0 or n_val == 0:
-        sys.exit(f"error: {n:,} tokens are too few to split with --val_fraction {val_fraction}: "
-                 f"{'val' if n_val == 0 else 'train'} would be empty")
-    split_train_val(tokens_path, os.path.join(work_dir, 'train.bin'), os.path.join(work_dir, 'val.bin'), n_train)
+        raise UserError(f"{n:,} tokens are too few to split with --val_fraction {args.val_fraction}: "
+                        f"{'val' if n_val == 0 else 'train'} would be empty")
+    split_train_val(built['train.bin'], built['val.bin'], n_train)
     return n_train, n_val
 
 
+def options():
+    return corpus.parse_args(__doc__, input=..., name=..., tokenizer='char', val_fraction=0.1,
+                             num_proc=os.cpu_count() or 1, bpe='auto', data_dir=os.path.dirname(os.path.abspath(__file__)))
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--input', required=True, help="a text file, a directory of *.txt, or a quoted glob pattern")
-    parser.add_argument('--name', required=True, help="dataset name: writes DATA_DIR/NAME, trains with --dataset=NAME")
-    parser.add_argument('--tokenizer', choices=['char', 'gpt2'], default='char', help="default: char")
-    parser.add_argument('--val_fraction', type=float, default=0.1, help="the last part of the tokens kept for val (default: 0.1)")
-    parser.add_argument('--num_proc', type=int, default=os.cpu_count() or 1, help="gpt2 worker processes (default: all cores)")
-    parser.add_argument('--data_dir', default=os.path.dirname(os.path.abspath(__file__)),
-                        help="where the NAME folder goes (default: this repo's data/)")
-    args = parser.parse_args()
-
-    # catch what a user can get wrong before any work is done
-    if not 0 < args.val_fraction < 1:
-        sys.exit(f"error: --val_fraction must be between 0 and 1, got {args.val_fraction}")
-    if args.num_proc < 1:
-        sys.exit(f"error: --num_proc must be at least 1, got {args.num_proc}")
-    if args.name in ('', '.', '..') or os.path.basename(args.name) != args.name:
-        sys.exit(f"error: --name must be a plain folder name, got {args.name!r}")
-    files = find_files(args.input)
-    if not files and os.path.isdir(args.input):
-        sys.exit(f"error: no .txt files in {args.input} (a directory stands for its *.txt, recursively); "
-                 f"for other files pass a quoted glob, e.g. --input '{os.path.join(args.input, '**', '*.md')}'")
-    if not files:
-        sys.exit(f"error: no files match --input {args.input}")
+    errors.install()
+    args = options()
+    files = corpus.find_files(args.input, '.txt', '--input')
+    bpe = corpus.choose_bpe(args.bpe) if args.tokenizer == 'gpt2' else None
     out_dir = os.path.join(args.data_dir, args.name)
-    print(f"{len(files):,} file(s), {sum(os.path.getsize(p) for p in files):,} bytes -> {out_dir}")
+    print(f"{len(files):,} file(s), {sum(os.path.getsize(p) for p in files):,} bytes -> {out_dir}"
+          + (f", tokenized with {bpe}" if bpe else ""))
 
-    # work in a temporary folder beside out_dir and move the finished files in at the end,
-    # so a failed or interrupted run leaves out_dir as it was
-    os.makedirs(args.data_dir, exist_ok=True)
-    work_dir = tempfile.mkdtemp(prefix=f'.{args.name}.', suffix='.tmp', dir=args.data_dir)
-    try:
-        t0 = time.time()
-        with disk_full_is_a_user_error(args.data_dir, "free some space and run again"):
-            n_train, n_val = prepare(files, args.tokenizer, args.val_fraction, args.num_proc, work_dir)
-        dt = time.time() - t0
-        os.makedirs(out_dir, exist_ok=True)
-        outputs = ['train.bin', 'val.bin'] + (['meta.pkl'] if args.tokenizer == 'char' else [])
-        for name in outputs:
-            os.replace(os.path.join(work_dir, name), os.path.join(out_dir, name))
-        stale_meta = os.path.join(out_dir, 'meta.pkl')
-        if args.tokenizer == 'gpt2' and os.path.exists(stale_meta):
-            os.remove(stale_meta)  # left by an earlier char run, it would make train.py use the char vocab
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    # everything is built under temp names in out_dir and moves in at the end: a failed or interrupted run leaves
+    # out_dir as it was. A char dataset's vocabulary is its meta.pkl: one left by an earlier char run would make
+    # train.py read a gpt2 dataset with it
+    t0 = time.time()
+    outputs = ['train.bin', 'val.bin'] + (['meta.pkl'] if args.tokenizer == 'char' else [])
+    with corpus.new_dataset(out_dir, outputs, remove=() if args.tokenizer == 'char' else ('meta.pkl',)) as built:
+        n_train, n_val = prepare(files, args, bpe, built)
+    dt = time.time() - t0
     print(f"train has {n_train:,} tokens")
     print(f"val has {n_val:,} tokens")
     print(f"wrote {', '.join(outputs)} to {out_dir} in {dt:.1f}s ({(n_train + n_val) / dt:,.0f} tokens/s)")

@@ -6,11 +6,12 @@ import sys
 
 import pytest
 
-from helpers import REPO, SHAKESPEARE, SHARED, run_script
+from helpers import REPO, SHAKESPEARE, SHARED, run_in_process, run_script, train_here
 
 sys.path.insert(0, str(REPO))
 if not SHAKESPEARE.exists():  # no ../shared: download what step 2 of the README's quick start downloads
-    from fileio import TINY_SHAKESPEARE_URL, download
+    from corpus import TINY_SHAKESPEARE_URL
+    from fileio import download
     download(TINY_SHAKESPEARE_URL, str(SHAKESPEARE), f"put tiny Shakespeare at {SHAKESPEARE} for the tests")
 if (SHARED / "tiktoken-cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
@@ -26,3 +27,20 @@ def char_data_root(tmp_path_factory):
     run_script("data/shakespeare_char/prepare.py", "--input", SHAKESPEARE,
                f"--out_dir={root / 'data' / 'shakespeare_char'}")
     return root
+
+
+@pytest.fixture(scope="session")
+def char_run(char_data_root, tmp_path_factory):
+    """out_dir of a tiny character model trained by train.py for 3 iterations (helpers.TINY: bias=False, exact
+    GELU), with its ckpt.pt and log.jsonl. Read-only for tests: copy it to change it."""
+    out_dir = tmp_path_factory.mktemp("char_run") / "out"
+    train_here(char_data_root, out_dir, '--max_iters=3', '--eval_interval=3')
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def char_export(char_run, char_data_root, tmp_path_factory):
+    """(out_dir, hf_dir): char_run exported by export.py. Read-only for tests."""
+    hf_dir = tmp_path_factory.mktemp("char_export") / "hf"
+    assert run_in_process("export.py", f"--out_dir={char_run}", f"--hf_dir={hf_dir}", cwd=char_data_root).error is None
+    return char_run, hf_dir

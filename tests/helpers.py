@@ -112,7 +112,8 @@ SEPARATOR = "\n---------------\n"
 
 # the lines that can come last before the samples: the tokenizer's, the model's size, the note on a long prompt
 LAST_LINES = re.compile(r"(?:meta\.pkl\.\.\.|GPT-2 encodings\.\.\.|saved in [^\n]*\.\.\.|number of parameters: [\d.]+M"
-                        r"|\(its block_size\)|using the checkpoint's vocabulary: [^\n]*)\n")
+                        r"|using the checkpoint's vocabulary: [^\n]*"
+                        r"|\(its block_size\))\n")
 
 
 def samples(stdout):
@@ -147,3 +148,63 @@ HELLASWAG_EXAMPLES = [
      "endings": ["jumps into the sink.", "reads a newspaper about plates.",
                  "scrubs each plate with a sponge and rinses it.", "leaves."]},
 ]
+
+
+def run_in_process(script, *args, cwd, env=None):
+    """Runs script's top level in this process, as `python script args` in cwd would run it; returns what it printed
+    and the message of the UserError it stopped with (None if it ended without one) as .stdout and .error. No
+    process to start, so no 2-3 s of importing torch: for the mistakes a script finds before it does any work, and
+    for runs whose output tells the result. What the script changes in this process (its excepthook, signal
+    handlers, environment, working directory) is put back."""
+    import contextlib
+    import io
+    import runpy
+    import signal
+    import types
+    from errors import UserError
+    saved = sys.argv, os.getcwd(), sys.excepthook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    saved_env = dict(os.environ)
+    stdout, error = io.StringIO(), None
+    try:
+        sys.argv = [str(REPO / script), *map(str, args)]
+        os.chdir(cwd)
+        os.environ.update(env or {})
+        with contextlib.redirect_stdout(stdout):
+            runpy.run_path(str(REPO / script), run_name='__main__')
+    except UserError as e:
+        error = str(e)
+    finally:
+        sys.argv, cwd, sys.excepthook, sigterm, sigint = saved
+        os.chdir(cwd)
+        signal.signal(signal.SIGTERM, sigterm)
+        signal.signal(signal.SIGINT, sigint)
+        os.environ.clear()
+        os.environ.update(saved_env)
+    return types.SimpleNamespace(stdout=stdout.getvalue(), error=error)
+
+
+def train_here(cwd, out_dir, *args):
+    """train.py on TINY in this process (run_in_process), which must end without an error; returns its stdout."""
+    result = run_in_process('train.py', *TINY, f'--out_dir={out_dir}', *args, cwd=cwd)
+    assert result.error is None, result.error
+    return result.stdout
+
+
+# ----------------------------------------------------------------------------- faults of the machine
+
+@contextmanager
+def mounted(directory, *mount_args):
+    """A real mount on directory for the block: mounted(d, '-t', 'tmpfs', '-o', 'size=2m', 'tmpfs') is a small disk,
+    mounted(d, '--bind', '-o', 'ro', d) makes d read-only. Skips the test where mounting is not allowed (not root)."""
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    if subprocess.run(['mount', *mount_args, str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("mounting a file system needs root")
+    try:
+        yield Path(directory)
+    finally:
+        subprocess.run(['umount', str(directory)], check=True)
+
+
+def listing(directory):
+    """The names in directory, but the lock file that a run leaves to say the folder is its own while it runs."""
+    return sorted(p.name for p in Path(directory).iterdir() if p.name != '.lock')

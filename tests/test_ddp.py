@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from helpers import REPO, eval_losses, iter_losses, read_log, torchrun, torchrun_command, train
+from helpers import REPO, TINY, eval_losses, iter_losses, read_log, torchrun, torchrun_command, train, run_in_process
 
 pytestmark = pytest.mark.slow  # torchrun runs: several processes of a few seconds each
 # the same global batch of 2 x 4 rows: 2 micro-steps of one process, or 1 micro-step in each of 2 processes
@@ -165,6 +165,5 @@ def test_a_stuck_process_stops_the_others_after_dist_timeout(fsdp, char_data_roo
 
 
 def test_dist_timeout_below_one_second_is_refused(char_data_root, tmp_path):
-    proc = train(char_data_root, tmp_path, '--dist_timeout=0', check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip() == "error: dist_timeout=0 must be at least 1"
+    error = run_in_process('train.py', *TINY, f'--out_dir={tmp_path}', '--dist_timeout=0', cwd=char_data_root).error
+    assert error == "dist_timeout=0 must be at least 1 (in --dist_timeout=0)"

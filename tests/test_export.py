@@ -3,6 +3,7 @@ model, exported, read back by transformers, sample.py, GPT.from_pretrained and t
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -15,23 +16,11 @@ import torch
 from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
-from helpers import BLOCKED_NETWORK, REPO, SHAKESPEARE, assert_user_error, run_script, samples
+from helpers import (BLOCKED_NETWORK, REPO, SHAKESPEARE, assert_user_error, run_in_process, run_script, samples,
+                     train_here)
 
 # a train.py run and two exports set these tests up, each a process that imports transformers: tens of seconds
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def char_export(tmp_path_factory, char_data_root):
-    """A character model trained for 3 iterations by train.py (bias=False, exact GELU), exported from the
-    directory that holds its data/shakespeare_char/meta.pkl. Returns (out_dir, hf_dir)."""
-    out_dir = tmp_path_factory.mktemp("char") / "out"
-    run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", "--n_layer=2",
-               "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1",
-               "--max_iters=3", "--eval_interval=3", "--eval_iters=2", "--warmup_iters=0", "--lr_decay_iters=3",
-               f"--out_dir={out_dir}", cwd=char_data_root, timeout=300)
-    run_script("export.py", f"--out_dir={out_dir}", cwd=char_data_root, timeout=300)
-    return out_dir, out_dir / "hf"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +40,7 @@ def bpe_export(tmp_path_factory):
                 'model_args': model_args, 'iter_num': 7, 'best_val_loss': torch.tensor(5.4321),
                 'config': {'dataset': 'openwebtext', 'batch_size': 12},
                 'provenance': {'git_commit': 'abc123', 'torch': '2.13.0', 'device': 'cpu'}}, out_dir / 'ckpt.pt')
-    run_script("export.py", f"--out_dir={out_dir}", cwd=out_dir, timeout=300)
+    assert run_in_process("export.py", f"--out_dir={out_dir}", cwd=out_dir).error is None
     return out_dir, out_dir / "hf"
 
 
@@ -121,9 +110,9 @@ def transformers_greedy_text(hf_dir, prompt, max_new_tokens):
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind, request, char_data_root):
     out_dir, hf_dir = request.getfixturevalue(f"{kind}_export")
-    proc = run_script("sample.py", "--device=cpu", f"--out_dir={out_dir}", f"--start={PROMPTS[kind]}",
-                      "--temperature=0", "--num_samples=1", "--max_new_tokens=20",
-                      cwd=char_data_root if kind == "char" else out_dir, timeout=300)
+    proc = run_in_process("sample.py", "--device=cpu", f"--out_dir={out_dir}", f"--start={PROMPTS[kind]}",
+                          "--temperature=0", "--num_samples=1", "--max_new_tokens=20",
+                          cwd=char_data_root if kind == "char" else out_dir)
     assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
 
 
@@ -131,8 +120,8 @@ def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind
 def test_sample_py_reads_an_export_back_with_its_tokenizer(kind, request, tmp_path):
     _, hf_dir = request.getfixturevalue(f"{kind}_export")
     # from an empty directory: no data/shakespeare_char/meta.pkl, so the characters come from the export
-    proc = run_script("sample.py", "--device=cpu", f"--init_from={hf_dir}", f"--start={PROMPTS[kind]}",
-                      "--temperature=0", "--num_samples=1", "--max_new_tokens=20", cwd=tmp_path, timeout=300)
+    proc = run_in_process("sample.py", "--device=cpu", f"--init_from={hf_dir}", f"--start={PROMPTS[kind]}",
+                          "--temperature=0", "--num_samples=1", "--max_new_tokens=20", cwd=tmp_path)
     assert f"Loading the tokenizer saved in {hf_dir}..." in proc.stdout
     assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
 
@@ -154,10 +143,7 @@ def test_from_pretrained_keeps_the_padded_vocab_of_a_bpe_export(bpe_export):
 
 def test_train_py_starts_from_an_export(char_export, char_data_root, tmp_path):
     _, hf_dir = char_export
-    run_script("train.py", "--dataset=shakespeare_char", "--device=cpu", "--compile=False", f"--init_from={hf_dir}",
-               "--block_size=32", "--batch_size=4", "--gradient_accumulation_steps=1", "--max_iters=2",
-               "--eval_interval=2", "--eval_iters=1", "--warmup_iters=0", "--lr_decay_iters=2",
-               f"--out_dir={tmp_path / 'out'}", cwd=char_data_root, timeout=300)
+    train_here(char_data_root, tmp_path / 'out', f"--init_from={hf_dir}", "--max_iters=2", "--eval_interval=2")
     checkpoint = load_checkpoint(str(tmp_path / "out" / "ckpt.pt"))
     assert checkpoint["iter_num"] == 2
     assert {k: checkpoint["model_args"][k] for k in ("n_layer", "n_embd", "vocab_size", "bias")} == \
@@ -200,7 +186,7 @@ def test_model_card_holds_config_data_val_loss_and_provenance(char_export, bpe_e
     card = (hf_dir / "README.md").read_text(encoding="utf-8")
     assert "library_name: transformers" in card and "| dataset | shakespeare_char |" in card
     assert f"| best val loss | {checkpoint['best_val_loss']:.4f} |" in card and "| iterations | 3 |" in card
-    assert '"n_embd": 32' in card and f'"git_commit": "{checkpoint["provenance"]["git_commit"]}"' in card
+    assert '"n_embd": 32' in card and f'"git_commit": {json.dumps(checkpoint["provenance"]["git_commit"])}' in card
     assert "none in training (bias=False); exported as zeros" in card
     bpe_card = (bpe_export[1] / "README.md").read_text(encoding="utf-8")
     assert "| best val loss | 5.4321 |" in bpe_card and "padded to 50304" in bpe_card
@@ -209,20 +195,83 @@ def test_model_card_holds_config_data_val_loss_and_provenance(char_export, bpe_e
 # ---------------------------------------------------------------------------- what must not happen
 
 
-def test_a_directory_that_is_not_an_export_is_never_replaced(bpe_export, tmp_path):
+def files(directory):
+    return {name: (directory / name).read_bytes() for name in os.listdir(directory)}
+
+
+def test_a_save_pretrained_directory_is_never_replaced(bpe_export, tmp_path):
     out_dir, _ = bpe_export
-    (tmp_path / "notes.txt").write_text("mine")
-    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path}", cwd=out_dir, check=False)
-    assert_user_error(proc, f"{tmp_path} exists and is not an earlier export (it has no model.safetensors)")
-    assert os.listdir(tmp_path) == ["notes.txt"]
+    transformers_model(bpe_export[1]).save_pretrained(tmp_path / "gpt2")  # as the offline gpt2 copy is made
+    before = files(tmp_path / "gpt2")
+    error = run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'gpt2'}", cwd=out_dir).error
+    assert error == (f"{tmp_path / 'gpt2'} exists and is not an earlier export of export.py (it holds "
+                     f"config.json, generation_config.json, model.safetensors, which export.py did not write); "
+                     f"pass another --hf_dir, or move it away")
+    assert files(tmp_path / "gpt2") == before and os.listdir(tmp_path) == ["gpt2"]
 
 
-def test_char_model_without_its_meta_pkl_is_not_exported_with_gpt2s_tokenizer(char_export, tmp_path):
+def test_an_export_holding_a_file_of_the_users_is_not_replaced(bpe_export, tmp_path):
+    out_dir, hf_dir = bpe_export
+    shutil.copytree(hf_dir, tmp_path / "hf")
+    (tmp_path / "hf" / "notes.txt").write_text("mine")
+    error = run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir).error
+    assert "(it holds notes.txt, which export.py did not write)" in error
+    assert (tmp_path / "hf" / "notes.txt").read_text() == "mine"
+
+
+def test_a_char_model_exports_with_its_checkpoints_vocabulary_from_any_directory(char_export, char_data_root,
+                                                                                  tmp_path):
+    out_dir, hf_dir = char_export
+    assert run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}",
+                          cwd=tmp_path).error is None
+    assert (tmp_path / "hf" / "tokenizer.json").read_bytes() == (hf_dir / "tokenizer.json").read_bytes()
+
+
+def test_a_nanogpt_char_checkpoint_without_its_meta_pkl_is_not_exported_with_gpt2s_tokenizer(char_export, tmp_path):
     out_dir, _ = char_export
-    proc = run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=tmp_path, check=False)
-    assert_user_error(proc, "the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
-                            "run it in the directory that holds data/shakespeare_char/meta.pkl")
-    assert os.listdir(tmp_path) == []
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    del checkpoint['vocab']  # nanoGPT's checkpoints name their dataset, and sample.py finds its meta.pkl by that
+    (tmp_path / "run").mkdir()
+    torch.save(checkpoint, tmp_path / "run" / "ckpt.pt")
+    error = run_in_process("export.py", "--out_dir=run", cwd=tmp_path).error
+    assert error == ("the model knows 65 tokens but GPT-2 BPE has 50257; it was trained on shakespeare_char: "
+                     "run it in the directory that holds data/shakespeare_char/meta.pkl")
+    assert os.listdir(tmp_path / "run") == ["ckpt.pt"]
+
+
+def test_a_meta_pkl_without_its_characters_is_one_line(char_export, tmp_path):
+    out_dir, _ = char_export
+    checkpoint = torch.load(out_dir / "ckpt.pt", weights_only=True)
+    del checkpoint['vocab']  # as nanoGPT's: the characters come from data/shakespeare_char/meta.pkl
+    (tmp_path / "run").mkdir()
+    torch.save(checkpoint, tmp_path / "run" / "ckpt.pt")
+    (tmp_path / "data" / "shakespeare_char").mkdir(parents=True)
+    (tmp_path / "data" / "shakespeare_char" / "meta.pkl").write_bytes(pickle.dumps({'vocab_size': 65}))
+    error = run_in_process("export.py", "--out_dir=run", cwd=tmp_path).error
+    assert error == ("data/shakespeare_char/meta.pkl gives only the vocabulary's size, no characters (stoi and itos): "
+                     "nothing can be encoded or decoded with it; run the dataset's prepare.py again")
+
+
+def test_the_export_files_are_readable_by_everyone_the_umask_allows(char_export):
+    _, hf_dir = char_export
+    assert {name: os.stat(hf_dir / name).st_mode & 0o777 for name in os.listdir(hf_dir)} == \
+        dict.fromkeys(os.listdir(hf_dir), 0o666 & ~current_umask())
+
+
+def current_umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_the_model_cards_example_runs_on_the_cards_model(char_export, tmp_path):
+    _, hf_dir = char_export
+    card = (hf_dir / "README.md").read_text(encoding="utf-8")
+    snippet = card.split("```python\n")[1].split("```")[0]
+    assert "max_new_tokens=26" in snippet  # block_size 32 less the prompt's 6 characters
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.startswith("ROMEO:")
 
 
 def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_path):
@@ -231,7 +280,7 @@ def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_p
     shutil.copytree(hf_dir, earlier)
     before = {name: (earlier / name).read_bytes() for name in os.listdir(earlier)}
     proc = subprocess.Popen([sys.executable, str(REPO / "export.py"), f"--out_dir={out_dir}", f"--hf_dir={earlier}"],
-                            cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=out_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             # a shell's background job starts with SIGINT ignored: give it Ctrl-C's usual meaning
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # the weights are written first; building GPT-2's tokenizer then takes seconds: interrupt in between
@@ -240,16 +289,40 @@ def test_an_interrupted_export_leaves_the_earlier_export_whole(bpe_export, tmp_p
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) != 0
+    stderr = proc.communicate(timeout=60)[1]
+    assert stderr.endswith("interrupted\n") and "Traceback" not in stderr and proc.returncode == -signal.SIGINT
     assert os.listdir(tmp_path) == ["hf"]  # the half-built export is gone
-    assert {name: (earlier / name).read_bytes() for name in os.listdir(earlier)} == before
+    assert files(earlier) == before
+
+
+def test_an_export_killed_on_the_way_leaves_what_the_next_one_removes(bpe_export, tmp_path):
+    out_dir, hf_dir = bpe_export
+    shutil.copytree(hf_dir, tmp_path / "hf")
+    before = files(tmp_path / "hf")
+    proc = subprocess.Popen([sys.executable, str(REPO / "export.py"), f"--out_dir={out_dir}",
+                             f"--hf_dir={tmp_path / 'hf'}"], cwd=out_dir, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not any((tmp_path / d / "model.safetensors").exists() for d in os.listdir(tmp_path) if ".tmp." in d):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.kill()  # kill -9: nothing of export.py runs after it
+    proc.wait()
+    assert len(os.listdir(tmp_path)) == 2 and files(tmp_path / "hf") == before
+    assert run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}",
+                          cwd=out_dir).error is None
+    assert os.listdir(tmp_path) == ["hf"]
 
 
 def test_exporting_again_replaces_the_earlier_export(bpe_export, tmp_path):
     out_dir, hf_dir = bpe_export
     shutil.copytree(hf_dir, tmp_path / "hf")
-    (tmp_path / "hf" / "stale.txt").write_text("from the earlier export")
-    run_script("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}", cwd=out_dir)
+    (tmp_path / "hf" / "stale.txt").write_text("from the earlier export")  # an earlier version's, say
+    marker = json.loads((tmp_path / "hf" / "nanogpt_export.json").read_text())
+    marker['files'].append("stale.txt")
+    (tmp_path / "hf" / "nanogpt_export.json").write_text(json.dumps(marker))
+    assert run_in_process("export.py", f"--out_dir={out_dir}", f"--hf_dir={tmp_path / 'hf'}",
+                          cwd=out_dir).error is None
     assert os.listdir(tmp_path) == ["hf"]
     assert sorted(os.listdir(tmp_path / "hf")) == sorted(os.listdir(hf_dir))
     assert (tmp_path / "hf" / "model.safetensors").read_bytes() == (hf_dir / "model.safetensors").read_bytes()

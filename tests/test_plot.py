@@ -5,7 +5,7 @@ import json
 import matplotlib.image
 
 from plot import loss_curves, loss_figure, read_log
-from helpers import run_script
+from helpers import run_in_process
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -28,7 +28,7 @@ def training_log(with_tokens=True):
 
 def test_plot_writes_a_png_with_an_iterations_and_a_tokens_panel(tmp_path):
     write_log(tmp_path / "log.jsonl", training_log())
-    proc = run_script("plot.py", f"--out_dir={tmp_path}")
+    proc = run_in_process("plot.py", f"--out_dir={tmp_path}", cwd=tmp_path)
     png = tmp_path / "loss.png"
     assert f"wrote {png}" in proc.stdout
     assert png.read_bytes()[:8] == PNG_SIGNATURE
@@ -37,7 +37,7 @@ def test_plot_writes_a_png_with_an_iterations_and_a_tokens_panel(tmp_path):
 
 def test_log_without_tokens_is_plotted_against_iterations_alone(tmp_path):
     write_log(tmp_path / "log.jsonl", training_log(with_tokens=False))
-    run_script("plot.py", f"--out_dir={tmp_path}")
+    assert run_in_process("plot.py", f"--out_dir={tmp_path}", cwd=tmp_path).error is None
     assert matplotlib.image.imread(tmp_path / "loss.png").shape == (450, 600, 4)
 
 
@@ -80,14 +80,12 @@ def test_single_eval_at_a_later_iteration_spans_5_percent_either_side():
 
 
 def test_missing_log_says_to_run_train_first(tmp_path):
-    proc = run_script("plot.py", f"--out_dir={tmp_path}", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr == f"error: no log at {tmp_path / 'log.jsonl'}; run train.py first, with the same --out_dir\n"
+    error = run_in_process("plot.py", f"--out_dir={tmp_path}", cwd=tmp_path).error
+    assert error == f"no log at {tmp_path / 'log.jsonl'}; run train.py first, with the same --out_dir"
 
 
 def test_log_without_losses_is_an_error(tmp_path):
     write_log(tmp_path / "log.jsonl", [{"provenance": {"git_commit": None}}])
-    proc = run_script("plot.py", f"--out_dir={tmp_path}", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.startswith(f"error: {tmp_path / 'log.jsonl'} has no losses yet")
+    error = run_in_process("plot.py", f"--out_dir={tmp_path}", cwd=tmp_path).error
+    assert error.startswith(f"{tmp_path / 'log.jsonl'} has no losses yet")
     assert not (tmp_path / "loss.png").exists()

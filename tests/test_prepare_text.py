@@ -2,13 +2,17 @@
 import importlib.util
 import os
 import pickle
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import tiktoken
-from helpers import REPO, SHAKESPEARE
+from errors import UserError
+from helpers import REPO, SHAKESPEARE, assert_user_error, listing, mounted
 
 
 SCRIPT = REPO / "data" / "prepare_text.py"
@@ -36,9 +40,17 @@ def corpus(tmp_path):
     return root
 
 
-def run(data_dir, *args):
-    return subprocess.run([sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *map(str, args)],
-                          capture_output=True, text=True, timeout=120)
+def command(data_dir, *args):
+    """prepare_text on data_dir with args; with tiktoken (quicker to start) unless args name a --bpe or 'auto'."""
+    if "--bpe" not in args:
+        args += ("--bpe", "tiktoken")
+    elif "auto" in args:
+        args = tuple(a for a in args if a != "--bpe" and a != "auto")  # the default
+    return [sys.executable, str(SCRIPT), "--data_dir", str(data_dir), *map(str, args)]
+
+
+def run(data_dir, *args, **kwargs):
+    return subprocess.run(command(data_dir, *args), capture_output=True, text=True, timeout=120, **kwargs)
 
 
 def prepare(data_dir, *args):
@@ -92,7 +104,7 @@ def test_char_directory_concatenates_txt_files_in_sorted_order(tmp_path, corpus)
 
 
 def test_gpt2_directory_appends_endoftext_after_each_document(tmp_path, corpus):
-    prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2")
+    prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2", "--bpe", "auto")
     train, val = tokens(tmp_path / "mine" / "train.bin"), tokens(tmp_path / "mine" / "val.bin")
     ids = gpt2_tokens(DOCS.values())
     assert ids.count(EOT) == 3  # '<|endoftext|>' written in a document is encoded as text, not as 50256
@@ -116,7 +128,7 @@ def test_val_fraction_sets_the_split(tmp_path, corpus):
 def test_gpt2_run_removes_meta_left_by_a_char_run(tmp_path, corpus):
     prepare(tmp_path, "--input", corpus, "--name", "mine")
     prepare(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2")
-    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["train.bin", "val.bin"]
+    assert listing(tmp_path / "mine") == ["train.bin", "val.bin"]
 
 
 def distinct_chars(n):
@@ -143,9 +155,11 @@ def test_reading_in_pieces_keeps_the_gpt2_encoding(tmp_path):
     assert [t for p, _ in pieces for t in enc.encode_ordinary(p)] == enc.encode_ordinary(text)
 
 
-def test_parallel_gpt2_encoding_keeps_document_order(tmp_path, corpus):
-    files = prepare_text.find_files(str(corpus))
-    ids = np.concatenate(list(prepare_text.encode_gpt2(prepare_text.read_documents(files, chunk_bytes=8), 2)))
+@pytest.mark.parametrize("bpe", ["gigatoken", "tiktoken"])
+def test_parallel_gpt2_encoding_keeps_document_order(tmp_path, corpus, bpe):
+    pytest.importorskip(bpe)
+    files = [str(corpus / name) for name in DOCS]
+    ids = np.concatenate(list(prepare_text.encode_gpt2(files, bpe, 2, chunk_bytes=8)))
     assert ids.tolist() == gpt2_tokens(DOCS.values())
 
 
@@ -161,19 +175,17 @@ def assert_fails_cleanly(result, data_dir, message):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-    assert not [p.name for p in data_dir.iterdir() if p.name.startswith(".")], "temporary files left behind"
+    assert not [p for p in data_dir.rglob("*") if ".tmp." in p.name], "temporary files left behind"
 
 
-@pytest.mark.parametrize("content, args, message", [
-    (None, [], "no files match --input"),
-    (b"", [], "the input has no text"),
-    (b"good line\n" * 1000 + b"bad \xff byte", [], "is not valid UTF-8 (byte offset 10004)"),
-    (b"x", ["--val_fraction", "0.9"], "train would be empty"),
-    (b"some text", ["--val_fraction", "1e-18"], "val would be empty"),
-    (b"some text", ["--val_fraction", "0"], "--val_fraction must be between 0 and 1, got 0.0"),
-    (b"some text", ["--val_fraction", "1"], "--val_fraction must be between 0 and 1, got 1.0"),
-])
-@pytest.mark.parametrize("tokenizer", ["char", "gpt2"])
+@pytest.mark.parametrize("content, args, message, tokenizer", [
+    (None, [], "no files match --input", "char"),
+    (b"", [], "the input has no text", "char"),
+    (b"", [], "the input has no text", "gpt2"),
+    (b"good line\n" * 1000 + b"bad \xff byte", [], "is not valid UTF-8 (byte offset 10004)", "gpt2"),
+    (b"x", ["--val_fraction", "0.9"], "train would be empty", "char"),
+    (b"some text", ["--val_fraction", "1e-18"], "val would be empty", "gpt2"),
+], ids=["no files", "no text", "no text gpt2", "invalid utf-8", "train empty", "val empty"])
 def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, content, args, message, tokenizer):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -182,6 +194,20 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(tmp_path, content, arg
     result = run(data_dir, "--input", tmp_path / "in.txt", "--name", "mine", "--tokenizer", tokenizer, *args)
     assert_fails_cleanly(result, data_dir, message)
     assert not (data_dir / "mine").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--val_fraction", "0"], "--val_fraction must be between 0 and 1, got 0.0"),
+    (["--val_fraction", "1"], "--val_fraction must be between 0 and 1, got 1.0"),
+    (["--num_proc", "0"], "--num_proc must be at least 1, got 0"),
+    (["--bpe", "fast"], "--bpe must be one of auto, gigatoken, tiktoken, got fast"),
+    (["--tokenizer", "bpe"], "--tokenizer must be one of char, gpt2, got bpe"),
+    (["--name", "../elsewhere"], "--name must be a plain folder name, got '../elsewhere'"),
+])
+def test_a_bad_option_is_refused_before_any_work(monkeypatch, args, message):
+    monkeypatch.setattr(sys, "argv", ["prepare_text.py", "--input", "in.txt", "--name", "mine", *args])
+    with pytest.raises(UserError, match=re.escape(message)):
+        prepare_text.options()
 
 
 def test_a_char_vocab_over_65536_fails(tmp_path):
@@ -194,16 +220,16 @@ def test_a_char_vocab_over_65536_fails(tmp_path):
 def test_invalid_utf8_names_the_file_and_offset_in_a_later_block(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"a" * 10 + "é".encode("utf-8")[:1] + b" rest")  # a lead byte with no continuation
-    with pytest.raises(SystemExit, match=rf"error: {bad} is not valid UTF-8 \(byte offset 10\)"):
+    with pytest.raises(UserError, match=rf"{bad} is not valid UTF-8 \(byte offset 10\)"):
         list(prepare_text.read_pieces(bad, chunk_bytes=4))
 
 
 def test_a_failed_run_leaves_the_previous_outputs_intact(tmp_path, corpus):
     prepare(tmp_path, "--input", corpus, "--name", "mine")
-    before = {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()}
+    before = {name: (tmp_path / "mine" / name).read_bytes() for name in listing(tmp_path / "mine")}
     (corpus / "zz.txt").write_bytes(b"\xfe")
     assert_fails_cleanly(run(tmp_path, "--input", corpus, "--name", "mine"), tmp_path, "zz.txt is not valid UTF-8")
-    assert {p.name: p.read_bytes() for p in (tmp_path / "mine").iterdir()} == before
+    assert {name: (tmp_path / "mine" / name).read_bytes() for name in listing(tmp_path / "mine")} == before
 
 
 def test_a_directory_without_txt_files_suggests_a_glob(tmp_path):
@@ -229,14 +255,16 @@ def test_a_full_disk_fails_with_one_line_and_writes_nothing(tmp_path):
     result = subprocess.run([sys.executable, str(SCRIPT), "--data_dir", str(data_dir), "--input", SHAKESPEARE,
                              "--name", "mine"], capture_output=True, text=True, timeout=120,
                             preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)))
-    assert_fails_cleanly(result, data_dir, f"cannot write to {data_dir}: File too large; free some space and run again")
+    assert_fails_cleanly(result, data_dir, f"cannot write {data_dir / 'mine'}: the disk is full (File too large); "
+                                           f"the dataset in {data_dir / 'mine'} is as it was")
     assert not (data_dir / "mine").exists()
 
 
 # ---------------------------------------------------------------------------- offline, without tiktoken's cache
 
 @pytest.mark.parametrize("script, args", [
-    ("data/shakespeare/prepare.py", ["--input", SHAKESPEARE, "--out_dir", "{out}"]),
+    pytest.param("data/shakespeare/prepare.py", ["--input", SHAKESPEARE, "--out_dir", "{out}"],
+                 marks=pytest.mark.slow),
     ("data/prepare_text.py", ["--input", SHAKESPEARE, "--name", "mine", "--tokenizer", "gpt2", "--data_dir", "{out}"]),
     ("data/fineweb/prepare.py", ["--data_files", SHAKESPEARE, "--out_dir", "{out}"]),
 ])
@@ -253,3 +281,103 @@ def test_without_network_or_bpe_cache_gpt2_scripts_fail_in_one_line_and_write_no
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot download GPT-2's BPE files"), result.stderr
     assert [p.name for p in out.rglob("*")] == []
+
+
+def test_a_read_only_data_dir_is_one_line(tmp_path):
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "in.txt").write_text("some text to prepare\n" * 10)
+    with mounted(tmp_path / "ro", "--bind", "-o", "ro", tmp_path / "ro") as data_dir:
+        result = run(data_dir, "--input", tmp_path / "in.txt", "--name", "mine")
+    assert_fails_cleanly(result, tmp_path / "ro",
+                         f"cannot write {data_dir / 'mine'}: it is not writable (Read-only file system)")
+
+
+# ---------------------------------------------------------------------------- a dead worker, Ctrl-C, SIGTERM
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def start_encoding(tmp_path):
+    """A gpt2 run on 3.3 MB with two tiktoken workers (a few seconds on 2 cores), once its workers are encoding;
+    returns (the process, its arguments, the text)."""
+    text = SHAKESPEARE.read_text(encoding="utf-8") * 3
+    (tmp_path / "big.txt").write_text(text, encoding="utf-8")
+    args = ["--input", tmp_path / "big.txt", "--name", "mine", "--tokenizer", "gpt2", "--num_proc", 2,
+            "--bpe", "tiktoken"]
+    proc = subprocess.Popen(command(tmp_path / "data", *args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # its own process group, as a shell gives a command
+    deadline = time.time() + 60
+    while not (len(children(proc.pid)) == 2 and any(p.stat().st_size for p in (tmp_path / "data").rglob("*.tmp.*"))):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.01)
+    return proc, args, text
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_then_finishes(tmp_path):
+    proc, args, text = start_encoding(tmp_path)
+    os.kill(children(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer does
+    killed = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - killed < 5
+    assert proc.returncode == 1 and stderr == ("error: a tokenizer worker process died (killed by the out-of-memory "
+                                               "killer, or by kill -9?); run the same command again\n")
+    assert not (tmp_path / "data" / "mine").exists()
+    prepare(tmp_path / "data", *args)
+    train, val = tokens(tmp_path / "data" / "mine" / "train.bin"), tokens(tmp_path / "data" / "mine" / "val.bin")
+    assert (train, val) == split(gpt2_tokens([text]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, stderr, returncode", [
+    (signal.SIGINT, "interrupted\n", -signal.SIGINT),  # Ctrl-C: the terminal signals the whole process group
+    (signal.SIGTERM, "", 128 + signal.SIGTERM),  # kill, or a job scheduler: the main process alone
+])
+def test_ctrl_c_or_sigterm_ends_the_run_without_tracebacks_and_leaves_nothing(tmp_path, signum, stderr, returncode):
+    proc, _, _ = start_encoding(tmp_path)
+    workers = children(proc.pid)
+    os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
+    assert proc.communicate(timeout=60)[1] == stderr and proc.returncode == returncode
+    assert not (tmp_path / "data" / "mine").exists()  # no temporary files, no folder it made
+    time.sleep(0.5)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "a worker outlived the run"
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_dataset_is_refused_in_one_line_while_the_first_goes_on(tmp_path):
+    first, args, _ = start_encoding(tmp_path)
+    os.kill(first.pid, signal.SIGSTOP)  # it holds the dataset for as long as the second takes
+    second = run(tmp_path / "data", *args)
+    os.kill(first.pid, signal.SIGCONT)
+    assert_user_error(second, f"{tmp_path / 'data' / 'mine'} is in use by process {first.pid}")
+    assert "wait for the other run to end" in second.stderr
+    assert first.communicate(timeout=120)[1] == "" and first.returncode == 0  # the first ends as if alone
+    assert listing(tmp_path / "data" / "mine") == ["train.bin", "val.bin"]
+
+
+def test_the_guard_stops_a_wrong_bpe_in_one_line_and_writes_nothing(tmp_path, corpus):
+    (corpus / "b.txt").write_text("A PLANTED document.")  # the wrong gigatoken changes its first token
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "shims" / "wrong_gigatoken")}
+    result = run(tmp_path, "--input", corpus, "--name", "mine", "--tokenizer", "gpt2", "--bpe", "gigatoken", env=env)
+    assert_fails_cleanly(result, tmp_path, f"gigatoken's ids differ from tiktoken's in {corpus / 'b.txt'} (at token 0 "
+                                           f"of 4): gigatoken cannot be trusted on this data; run the same command "
+                                           f"with --bpe tiktoken")
+    assert not (tmp_path / "mine").exists()
+
+
+@pytest.mark.slow
+def test_temp_files_left_by_a_run_killed_with_kill_9_are_removed_by_the_next(tmp_path):
+    proc, args, text = start_encoding(tmp_path)
+    workers = children(proc.pid)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, as a power cut would
+    proc.wait(timeout=60)
+    left = [p.name for p in (tmp_path / "data" / "mine").iterdir() if ".tmp." in p.name]
+    assert left and all(f".tmp.{proc.pid}@" in name for name in left)
+    deadline = time.time() + 10
+    while any(os.path.exists(f"/proc/{pid}") for pid in workers) and time.time() < deadline:
+        time.sleep(0.01)  # gone, so that their temps are seen as stale
+    prepare(tmp_path / "data", *args)
+    assert listing(tmp_path / "data" / "mine") == ["train.bin", "val.bin"]
+    assert tokens(tmp_path / "data" / "mine" / "val.bin") == split(gpt2_tokens([text]))[1]

@@ -15,7 +15,7 @@ import torch
 from checkpoint import load_checkpoint, model_from_checkpoint, model_path
 from eval_hellaswag import evaluate_hellaswag, load_examples
 from model import GPT, GPTConfig
-from helpers import REPO, SHAKESPEARE, eval_losses, iter_losses, read_log, train
+from helpers import REPO, SHAKESPEARE, TINY, eval_losses, iter_losses, read_log, run_in_process, train, train_here
 
 
 # -----------------------------------------------------------------------------
@@ -28,11 +28,9 @@ SCRATCH_ARGS = ['--max_iters=12', '--eval_interval=4', '--warmup_iters=3', '--lr
 @pytest.fixture(scope="module")
 def scratch(char_data_root, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("scratch") / "out"
-    proc = train(char_data_root, out_dir, *SCRATCH_ARGS)
-    return out_dir, proc
+    return out_dir, train_here(char_data_root, out_dir, *SCRATCH_ARGS)
 
 
-@pytest.mark.slow
 def test_run_from_scratch_writes_checkpoint_of_last_iteration(scratch):
     out_dir, _ = scratch
     checkpoint = load_checkpoint(out_dir / 'ckpt.pt')
@@ -67,9 +65,9 @@ def test_log_has_a_record_every_iteration_and_every_eval(scratch):
 
 
 def test_stdout_keeps_nanogpt_line_formats(scratch):
-    _, proc = scratch
-    assert len(re.findall(r"^iter \d+: loss \d+\.\d{4}, time \d+\.\d{2}ms, mfu -?\d+\.\d{2}%$", proc.stdout, re.M)) == 12
-    assert len(re.findall(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}$", proc.stdout, re.M)) == 4
+    _, stdout = scratch
+    assert len(re.findall(r"^iter \d+: loss \d+\.\d{4}, time \d+\.\d{2}ms, mfu -?\d+\.\d{2}%$", stdout, re.M)) == 12
+    assert len(re.findall(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}$", stdout, re.M)) == 4
 
 
 def test_provenance_in_log_and_checkpoint(scratch):
@@ -108,18 +106,27 @@ def test_lr_stays_at_min_lr_after_decay(scratch):
 
 # -----------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_resume_continues_from_the_saved_iteration(char_data_root, scratch, tmp_path):
     out_dir = tmp_path / 'out'
     shutil.copytree(scratch[0], out_dir)
-    train(char_data_root, out_dir, '--init_from=resume', '--max_iters=15', '--eval_interval=4')
+    train_here(char_data_root, out_dir, '--init_from=resume', '--max_iters=15', '--eval_interval=4')
     records = read_log(out_dir)
     resumed = records[[i for i, r in enumerate(records) if 'provenance' in r][1]:]
     assert [r['iter'] for r in resumed if 'loss' in r] == [12, 13, 14]
     assert load_checkpoint(out_dir / 'ckpt.pt')['iter_num'] == 15
 
 
-@pytest.mark.slow
+def test_resume_with_another_batch_shape_keeps_the_token_count_true_and_records_the_change(char_data_root, scratch,
+                                                                                           tmp_path):
+    shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)  # 12 iterations of 4 x 32 tokens
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['tokens'] == 12 * 128
+    train_here(char_data_root, tmp_path, '--init_from=resume', '--max_iters=14', '--batch_size=8')
+    records = read_log(tmp_path)
+    assert {'iter': 12, 'tokens_per_iter': 256, 'was': 128} in records
+    assert [r['tokens'] for r in records if 'loss' in r][-2:] == [12 * 128 + 256, 12 * 128 + 512]
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['tokens'] == 12 * 128 + 512
+
+
 def test_nanogpt_checkpoint_resumes(char_data_root, scratch, tmp_path):
     # what nanoGPT's train.py saves: a compiled model's keys, best_val_loss a tensor, no RNG, scaler or provenance
     ours = load_checkpoint(scratch[0] / 'ckpt.pt')
@@ -128,16 +135,16 @@ def test_nanogpt_checkpoint_resumes(char_data_root, scratch, tmp_path):
                'config': {k: v for k, v in ours['config'].items() if k not in ('seed', 'hellaswag', 'hellaswag_file')}}
     (tmp_path / 'out').mkdir()
     torch.save(nanogpt, tmp_path / 'out' / 'ckpt.pt')
-    proc = train(char_data_root, tmp_path / 'out', '--init_from=resume', '--max_iters=14', '--eval_interval=100')
-    assert "no RNG state" in proc.stdout
+    stdout = train_here(char_data_root, tmp_path / 'out', '--init_from=resume', '--max_iters=14',
+                        '--eval_interval=100')
+    assert "no RNG state" in stdout
     assert [r['iter'] for r in read_log(tmp_path / 'out') if 'loss' in r] == [12, 13]
     assert load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 14
 
 
-@pytest.mark.slow
 def test_best_val_loss_is_never_overwritten_by_a_worse_one(char_data_root, tmp_path):
     # a learning rate of 1 makes every step worse; always_save_checkpoint still saves at each eval
-    train(char_data_root, tmp_path, '--learning_rate=1.0', '--decay_lr=False', '--max_iters=3', '--eval_interval=1',
+    train_here(char_data_root, tmp_path, '--learning_rate=1.0', '--decay_lr=False', '--max_iters=3', '--eval_interval=1',
           '--always_save_checkpoint=True')
     val = [v for _, v in eval_losses(read_log(tmp_path)).values()]
     assert val[0] < min(val[1:])
@@ -146,20 +153,19 @@ def test_best_val_loss_is_never_overwritten_by_a_worse_one(char_data_root, tmp_p
     assert checkpoint['best_val_loss'] == val[0]
 
 
-@pytest.mark.slow
 def test_without_always_save_ckpt_keeps_the_best_model_and_last_the_newest_state(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)  # ckpt.pt of iter 12, the best so far
     best = load_checkpoint(tmp_path / 'ckpt.pt')
     # a learning rate of 1 makes every step worse: the eval at iter 14 does not improve
-    proc = train(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1.0', '--decay_lr=False',
+    stdout = train_here(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1.0', '--decay_lr=False',
                  '--max_iters=14', '--eval_interval=2', '--always_save_checkpoint=False')
-    assert f"saving checkpoint to {tmp_path / 'last.pt'} (end of training, iter 14)" in proc.stdout
+    assert f"saving checkpoint to {tmp_path / 'last.pt'} (end of training, iter 14)" in stdout
     ckpt, last = load_checkpoint(tmp_path / 'ckpt.pt'), load_checkpoint(tmp_path / 'last.pt')
     assert ckpt['iter_num'] == 12 and all(torch.equal(ckpt['model'][k], best['model'][k]) for k in best['model'])
     assert last['iter_num'] == 14 and last['best_val_loss'] == ckpt['best_val_loss']
     assert model_path(tmp_path) == str(tmp_path / 'ckpt.pt')  # sample.py samples the best model
     # resuming goes on from the newest state, and once an eval improves, ckpt.pt is the newest again
-    train(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1e-2', '--max_iters=20',
+    train_here(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1e-2', '--max_iters=20',
           '--eval_interval=100', '--always_save_checkpoint=False', '--warmup_iters=0', '--lr_decay_iters=20')
     assert [r['iter'] for r in read_log(tmp_path) if 'loss' in r][-6:] == [14, 15, 16, 17, 18, 19]
     if eval_losses(read_log(tmp_path))[20][1] < ckpt['best_val_loss']:
@@ -168,55 +174,47 @@ def test_without_always_save_ckpt_keeps_the_best_model_and_last_the_newest_state
         assert load_checkpoint(tmp_path / 'last.pt')['iter_num'] == 20
 
 
-@pytest.mark.slow
 def test_checkpoint_interval_saves_between_evals(char_data_root, tmp_path):
-    proc = train(char_data_root, tmp_path, '--max_iters=7', '--eval_interval=100', '--checkpoint_interval=3')
-    saves = re.findall(r"^saving checkpoint to .*/(\S+) \((.*), iter (\d+)\)$", proc.stdout, re.M)
+    stdout = train_here(char_data_root, tmp_path, '--max_iters=7', '--eval_interval=100', '--checkpoint_interval=3')
+    saves = re.findall(r"^saving checkpoint to .*/(\S+) \((.*), iter (\d+)\)$", stdout, re.M)
     assert saves == [('ckpt.pt', 'checkpoint_interval', '3'), ('ckpt.pt', 'checkpoint_interval', '6'),
                      ('ckpt.pt', 'val loss improved', '7')]
 
 
-@pytest.mark.slow
 def test_resume_keeps_the_checkpoints_model_shape_and_records_it(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
-    proc = train(char_data_root, tmp_path, '--init_from=resume', '--max_iters=13', '--n_layer=3', '--block_size=16')
-    assert "a resumed run keeps its model's shape: n_layer=2 (not 3), block_size=32 (not 16)" in proc.stdout
+    stdout = train_here(char_data_root, tmp_path, '--init_from=resume', '--max_iters=13', '--n_layer=3', '--block_size=16')
+    assert "a resumed run keeps its model's shape: n_layer=2 (not 3), block_size=32 (not 16)" in stdout
     checkpoint = load_checkpoint(tmp_path / 'ckpt.pt')
     assert checkpoint['iter_num'] == 13
     assert checkpoint['config']['n_layer'] == 2 and checkpoint['config']['block_size'] == 32
     assert [r for r in read_log(tmp_path) if 'provenance' in r][-1]['provenance']['config']['n_layer'] == 2
 
 
-@pytest.mark.slow
 def test_a_new_run_appends_to_the_log_of_its_out_dir(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
     before = (tmp_path / 'log.jsonl').read_text()
-    train(char_data_root, tmp_path, '--eval_only=True')
-    train(char_data_root, tmp_path, '--max_iters=1')
+    train_here(char_data_root, tmp_path, '--eval_only=True')
+    train_here(char_data_root, tmp_path, '--max_iters=1')
     records = read_log(tmp_path)
     assert (tmp_path / 'log.jsonl').read_text().startswith(before)
     assert len([r for r in records if 'provenance' in r]) == 3
 
 
-@pytest.mark.slow
 def test_compile_defaults_to_off_on_cpu(char_data_root, tmp_path):
-    proc = train(char_data_root, tmp_path, '--max_iters=1', '--compile=None')
-    assert "compiling the model" not in proc.stdout
+    stdout = train_here(char_data_root, tmp_path, '--max_iters=1', '--compile=None')
+    assert "compiling the model" not in stdout
     assert read_log(tmp_path)[0]['provenance']['config']['compile'] is None
 
 
-@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
     before = (tmp_path / 'ckpt.pt').read_bytes()
     # weights of size 1e30 overflow float32 in the next forward pass
-    proc = train(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1e30', '--decay_lr=False',
-                 '--max_iters=20', '--eval_interval=100', check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1] == (
-        f"error: loss is nan at iter 13: training diverged; lower --learning_rate "
-        f"(the checkpoint of iter 12 in {tmp_path} is kept)")
-    assert 'Traceback' not in proc.stderr
+    error = run_in_process('train.py', *TINY, f'--out_dir={tmp_path}', '--init_from=resume', '--learning_rate=1e30',
+                           '--decay_lr=False', '--max_iters=20', '--eval_interval=100', cwd=char_data_root).error
+    assert error == (f"loss is nan at iter 13: training diverged; lower --learning_rate "
+                     f"(the checkpoint of iter 12 in {tmp_path} is kept)")
     assert (tmp_path / 'ckpt.pt').read_bytes() == before
 
 
@@ -230,20 +228,18 @@ def test_compiled_model_trains_and_saves_plain_weights_that_load_weights_only(ch
     assert raw['model'].keys() == GPT(GPTConfig(**raw['model_args'])).state_dict().keys()
 
 
-@pytest.mark.slow
 def test_bfloat16_autocast_on_cpu(char_data_root, scratch, tmp_path):
-    train(char_data_root, tmp_path, '--max_iters=1', '--dtype=bfloat16')
+    train_here(char_data_root, tmp_path, '--max_iters=1', '--dtype=bfloat16')
     fp32, bf16 = iter_losses(read_log(scratch[0]))[0], iter_losses(read_log(tmp_path))[0]  # same weights and batch
     assert bf16 != fp32  # bfloat16 matmuls round differently...
     assert bf16 == pytest.approx(fp32, abs=0.02)  # ...to about 3 significant digits
 
 
-@pytest.mark.slow
 def test_float16_trains_with_a_grad_scaler_on_cpu_as_on_cuda(char_data_root, tmp_path):
-    train(char_data_root, tmp_path, '--max_iters=2', '--dtype=float16')
+    train_here(char_data_root, tmp_path, '--max_iters=2', '--dtype=float16')
     scaler = load_checkpoint(tmp_path / 'ckpt.pt')['scaler']
     assert scaler['scale'] == 65536.0 and scaler['_growth_tracker'] == 2  # two steps without an overflow
-    train(char_data_root, tmp_path, '--max_iters=3', '--dtype=float16', '--init_from=resume')
+    train_here(char_data_root, tmp_path, '--max_iters=3', '--dtype=float16', '--init_from=resume')
     assert load_checkpoint(tmp_path / 'ckpt.pt')['scaler']['_growth_tracker'] == 3  # the resumed scaler went on
 
 
@@ -288,7 +284,7 @@ def test_finetune_from_local_gpt2_directory(char_data_root, tmp_path):
     torch.manual_seed(0)
     GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=65)).save_pretrained(
         tmp_path / 'gpt2-tiny')
-    train(char_data_root, tmp_path / 'out', f'--init_from={tmp_path / "gpt2-tiny"}', '--max_iters=6',
+    train_here(char_data_root, tmp_path / 'out', f'--init_from={tmp_path / "gpt2-tiny"}', '--max_iters=6',
           '--eval_interval=3', '--learning_rate=1e-2', '--dropout=0.1')
     checkpoint = load_checkpoint(tmp_path / 'out' / 'ckpt.pt')
     # GPT-2's own sizes, its bias and tanh GELU; the context cropped to our block_size
@@ -298,7 +294,6 @@ def test_finetune_from_local_gpt2_directory(char_data_root, tmp_path):
     assert val[-1] < val[0] - 0.1
 
 
-@pytest.mark.slow
 def test_hellaswag_scored_at_every_eval(tmp_path):
     # a GPT-2 BPE dataset: HellaSwag needs GPT-2's vocabulary
     tokens = np.array(tiktoken.get_encoding('gpt2').encode(SHAKESPEARE.read_text()[:50000]), dtype=np.uint16)
@@ -312,7 +307,7 @@ def test_hellaswag_scored_at_every_eval(tmp_path):
                                          "You are all resolved rather to die than to famish?"])]
     (tmp_path / 'hellaswag.jsonl').write_text(''.join(json.dumps(e) + '\n' for e in examples))
 
-    train(tmp_path, tmp_path / 'out', '--dataset=bpe', '--max_iters=2', '--eval_interval=2', '--hellaswag=True',
+    train_here(tmp_path, tmp_path / 'out', '--dataset=bpe', '--max_iters=2', '--eval_interval=2', '--hellaswag=True',
           f'--hellaswag_file={tmp_path / "hellaswag.jsonl"}')
     scores = [(r['hellaswag_acc'], r['hellaswag_acc_norm']) for r in read_log(tmp_path / 'out') if 'val_loss' in r]
     assert len(scores) == 2  # iters 0 and 2

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, run_script
+from helpers import TINY, assert_user_error, run_script, run_in_process
 
 
 
@@ -15,32 +15,48 @@ class NotPlainData:
     pass
 
 
+def char_meta(chars):
+    return {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}
+
+
 @pytest.fixture(scope="module")
-def workspace(char_data_root, tmp_path_factory):
+def workspace(char_data_root, char_run, tmp_path_factory):
     """A directory to run train.py in: data/ with shakespeare_char and broken datasets, run/ with a checkpoint,
     and broken checkpoints and out_dirs."""
     ws = tmp_path_factory.mktemp("errors")
     (ws / 'data').mkdir()
     (ws / 'data' / 'shakespeare_char').symlink_to(char_data_root / 'data' / 'shakespeare_char')
-    for name, files in {'noval': ['train.bin'], 'tiny': ['train.bin', 'val.bin'],
-                        'badmeta': ['train.bin', 'val.bin'], 'bigvocab': ['train.bin', 'val.bin']}.items():
+    metas = {'badmeta': {'vocab_size': 65, 'evil': NotPlainData()}, 'bigvocab': {'vocab_size': 1000},
+             'hugevocab': {'vocab_size': 10 ** 30}, 'itos_not_a_dict': {'vocab_size': 2, 'itos': 'ab', 'stoi': {}},
+             'twelve': char_meta('abcdefghijkl'),
+             'other65': char_meta([chr(c) for c in range(200, 265)])}  # as many characters as shakespeare_char's
+    for name in ['noval', 'tiny', 'oddbytes', *metas]:
         (ws / 'data' / name).mkdir()
-        for file in files:
-            np.arange(10 if name == 'tiny' else 1000, dtype=np.uint16).tofile(ws / 'data' / name / file)
-    with open(ws / 'data' / 'badmeta' / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': 65, 'evil': NotPlainData()}, f)
-    with open(ws / 'data' / 'bigvocab' / 'meta.pkl', 'wb') as f:
-        pickle.dump({'vocab_size': 1000}, f)
+        for split in ['train'] if name == 'noval' else ['train', 'val']:
+            np.arange(10 if name == 'tiny' else 1000, dtype=np.uint16).tofile(ws / 'data' / name / f'{split}.bin')
+        if name in metas:
+            with open(ws / 'data' / name / 'meta.pkl', 'wb') as f:
+                pickle.dump(metas[name], f)
+    with open(ws / 'data' / 'oddbytes' / 'val.bin', 'ab') as f:
+        f.write(b'\0')
 
-    run_script('train.py', *TINY, '--out_dir=run', '--max_iters=2', '--eval_interval=2', cwd=ws)
-    good = (ws / 'run' / 'ckpt.pt').read_bytes()
+    (ws / 'run').mkdir()
+    good = (char_run / 'ckpt.pt').read_bytes()
+    (ws / 'run' / 'ckpt.pt').write_bytes(good)
     for name, content in {'trunc': good[:len(good) // 2], 'notckpt': b"not a checkpoint\n"}.items():
         (ws / name).mkdir()
         (ws / name / 'ckpt.pt').write_bytes(content)
     checkpoint = torch.load(ws / 'run' / 'ckpt.pt', weights_only=True)
-    checkpoint['model_args']['n_embd'] = 64
-    (ws / 'wrongargs').mkdir()
-    torch.save(checkpoint, ws / 'wrongargs' / 'ckpt.pt')
+    variants = {'wrongargs': {**checkpoint, 'model_args': {**checkpoint['model_args'], 'n_embd': 64}},
+                'nanogpt_run': {k: v for k, v in checkpoint.items() if k not in ('vocab', 'tokens')},
+                'weights_only': {k: checkpoint[k] for k in ('model', 'model_args')},
+                'crafted_args': {**checkpoint, 'model_args': {**checkpoint['model_args'], 'n_layer': 'x'}}}
+    for name, variant in variants.items():
+        (ws / name).mkdir()
+        torch.save(variant, ws / name / 'ckpt.pt')
+    (ws / 'badlast').mkdir()
+    (ws / 'badlast' / 'ckpt.pt').write_bytes(good)
+    (ws / 'badlast' / 'last.pt').write_bytes(good[:100])
     (ws / 'empty').mkdir()
     (ws / 'afile').write_text("I am a file\n")
     return ws
@@ -83,9 +99,9 @@ ERRORS = {
                                    "data/tiny/train.bin has 10 tokens, fewer than block_size + 1 = 33; "
                                    "use a smaller --block_size or more data"),
     'unsafe_meta': (['--dataset=badmeta'],
-                    "cannot read data/badmeta/meta.pkl: it holds a test_train_errors.NotPlainData, which is not "
-                    "plain data; run the dataset's prepare.py again"),
-    'resume_on_a_larger_vocabulary': (['--init_from=resume', '--out_dir=run', '--dataset=bigvocab'],
+                    "cannot read data/badmeta/meta.pkl (it holds a test_train_errors.NotPlainData, which is not "
+                    "plain data); run the dataset's prepare.py again"),
+    'resume_on_a_larger_vocabulary': (['--init_from=resume', '--out_dir=nanogpt_run', '--dataset=bigvocab'],
                                       "dataset=bigvocab has 1000 token ids but the model from init_from=resume knows "
                                       "only 65 (it was trained on shakespeare_char); pick a dataset of its vocabulary"),
     'n_embd_not_divisible_by_n_head': (['--n_embd=30', '--n_head=4'],
@@ -98,7 +114,25 @@ ERRORS = {
     'checkpoint_with_wrong_model_args': (['--init_from=resume', '--out_dir=wrongargs'],
                                          "the weights in wrongargs/ckpt.pt do not fit its model_args"),
     'out_dir_is_a_file': (['--out_dir=afile'], "out_dir=afile is a file, not a directory; pick another --out_dir"),
-    'unwritable_out_dir': ([], "cannot write to out_dir="),
+    'unwritable_out_dir': ([], "cannot write /sys/nanogpt-test-out: it is not writable"),
+    'odd_number_of_bytes': (['--dataset=oddbytes'], "data/oddbytes/val.bin has an odd number of bytes, so it is not "
+                                                    "uint16 token ids"),
+    'meta_with_a_huge_vocab_size': (['--dataset=hugevocab'], "data/hugevocab/meta.pkl has no vocab_size from 1 to 65536"),
+    'meta_with_itos_not_a_dict': (['--dataset=itos_not_a_dict'], "data/itos_not_a_dict/meta.pkl has an itos and stoi "
+                                                                 "that do not map the ids 0..1 to characters and back"),
+    'resume_on_fewer_characters': (['--init_from=resume', '--out_dir=run', '--dataset=twelve'],
+                                   "dataset=twelve has another vocabulary (12 characters) than the model from "
+                                   "run/ckpt.pt learnt (65 characters)"),
+    'resume_on_other_characters_of_the_same_number': (
+        ['--init_from=resume', '--out_dir=run', '--dataset=other65'],
+        "dataset=other65 has another vocabulary (65 characters) than the model from run/ckpt.pt learnt"),
+    'resume_without_training_state': (['--init_from=resume', '--out_dir=weights_only'],
+                                      "weights_only/ckpt.pt holds a model but not the training state to resume "
+                                      "(optimizer, iter_num, best_val_loss missing)"),
+    'checkpoint_with_crafted_model_args': (['--init_from=resume', '--out_dir=crafted_args'],
+                                           "crafted_args/ckpt.pt has model_args this model cannot take"),
+    'unreadable_last_beside_a_good_ckpt': (['--init_from=resume', '--out_dir=badlast'],
+                                           "to resume from badlast/ckpt.pt instead, move badlast/last.pt away"),
     'gradient_accumulation_not_divisible': (['--gradient_accumulation_steps=4'],
                                             "gradient_accumulation_steps=4 is not divisible by the 3 processes; "
                                             "use a multiple of 3"),
@@ -108,16 +142,16 @@ ERRORS = {
     'lr_decay_before_warmup_ends': (['--warmup_iters=10', '--lr_decay_iters=5'],
                                     "lr_decay_iters=5 is less than warmup_iters=10; the learning rate would decay "
                                     "before it has warmed up: set --lr_decay_iters to at least 10"),
-    'unknown_dtype': (['--dtype=float8'], "dtype='float8' is not supported; use float32, bfloat16 or float16"),
+    'unknown_dtype': (['--dtype=float8'], "dtype='float8' must be one of 'float32', 'bfloat16', 'float16', None "
+                                          "(in --dtype=float8)"),
     'unknown_init_from': (['--init_from=gpt3'],
                           "init_from='gpt3' is not 'scratch', 'resume', a GPT-2 model (gpt2, gpt2-medium, "
                           "gpt2-large, gpt2-xl) or a directory saved by transformers"),
 }
 
 
-@pytest.mark.parametrize('case', ERRORS)
-@pytest.mark.slow
-def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, char_data_root, tmp_path):
+def setup_case(case, tmp_path):
+    """The arguments and environment of an ERRORS case, or a skip where this machine has what it lacks."""
     args, message = ERRORS[case]
     env = {}
     if case == 'unwritable_out_dir':
@@ -128,13 +162,27 @@ def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, cha
         pytest.skip("this machine has CUDA")
     if case == 'mps_unavailable' and torch.backends.mps.is_available():
         pytest.skip("this machine has MPS")
+    return args, message, env
+
+
+@pytest.mark.parametrize('case', [case for case in ERRORS if case != 'wandb_without_login'])
+def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, char_data_root, tmp_path):
+    args, message, env = setup_case(case, tmp_path)
+    before = snapshot(workspace, char_data_root, tmp_path)
+    error = run_in_process('train.py', *TINY, *args, cwd=workspace, env=env).error
+    assert error is not None and message in error, error
+    assert '\n' not in error
+    assert snapshot(workspace, char_data_root, tmp_path) == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('case', ['unknown_key', 'resume_on_fewer_characters', 'wandb_without_login'])
+def test_a_process_shows_the_error_in_one_line_and_exits_1(case, workspace, char_data_root, tmp_path):
+    args, message, env = setup_case(case, tmp_path)
     if case == 'wandb_without_login':  # online mode, no API key (HOME holds none), no network
         env = dict(WANDB_MODE='online', HOME=str(tmp_path), WANDB_DIR=str(tmp_path), WANDB_API_KEY='',
                    HTTPS_PROXY='http://127.0.0.1:9', HTTP_PROXY='http://127.0.0.1:9')
     before = snapshot(workspace, char_data_root, tmp_path)
     proc = run_script('train.py', *TINY, *args, cwd=workspace, env=env, check=False)
-    assert proc.returncode == 1
-    assert 'Traceback' not in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert proc.stderr.startswith("error: " + message)
+    assert_user_error(proc, "error: " + message)
     assert snapshot(workspace, char_data_root, tmp_path) == before

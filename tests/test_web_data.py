@@ -2,6 +2,7 @@
 served over local HTTP, to train.bin/val.bin; resumable after kill -9, independent of --num_proc."""
 import hashlib
 import http.server
+import importlib.util
 import json
 import os
 import resource
@@ -18,10 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tiktoken
-from helpers import REPO, SHAKESPEARE
+from errors import UserError
+from helpers import REPO, SHAKESPEARE, listing
 
 
 FINEWEB = REPO / "data" / "fineweb" / "prepare.py"
+SHIMS = REPO / "tests" / "shims"  # packages that stand in for gigatoken, first on PYTHONPATH
 OPENWEBTEXT = REPO / "data" / "openwebtext" / "prepare.py"
 EOT = 50256
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
@@ -46,6 +49,11 @@ def tokens(path):
 
 
 def run(script, out_dir, *args, env=None, preexec_fn=None):
+    """The script on out_dir with args; with tiktoken (quicker to start) unless args name a --bpe or 'auto'."""
+    if "--bpe" not in args:
+        args += ("--bpe", "tiktoken")
+    elif "auto" in args:
+        args = tuple(a for a in args if a != "--bpe" and a != "auto")  # the default
     return subprocess.run([sys.executable, str(script), "--out_dir", str(out_dir), *map(str, args)],
                           capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
                           preexec_fn=preexec_fn)
@@ -81,14 +89,15 @@ def shakespeare_shards(root, num_files, docs_per_file, doc_chars=1000):
 # ---------------------------------------------------------------------------- results
 
 def test_every_document_is_gpt2_ids_then_endoftext_and_every_nth_goes_to_val(tmp_path, shards):
-    out = prepare(FINEWEB, tmp_path / "out", "--data_files", shards / "*.parquet", "--val_every", 3).stdout
+    out = prepare(FINEWEB, tmp_path / "out", "--data_files", shards / "*.parquet", "--val_every", 3, "--bpe", "auto").stdout
+    assert f"tokenizing with {'gigatoken' if importlib.util.find_spec('gigatoken') else 'tiktoken'}" in out
     val_docs = [d for i, d in enumerate(DOCS) if i % 3 == 0]  # documents 0, 3, 6, counted across files
     train_docs = [d for i, d in enumerate(DOCS) if i % 3 != 0]
     assert tokens(tmp_path / "out" / "val.bin") == gpt2_ids(val_docs)
     assert tokens(tmp_path / "out" / "train.bin") == gpt2_ids(train_docs)
     assert f"train has {len(gpt2_ids(train_docs)):,} tokens" in out
     assert "7 documents (3 in val) from 2 source files" in out
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["train.bin", "val.bin"]
+    assert listing(tmp_path / "out") == ["train.bin", "val.bin"]
 
 
 def test_a_directory_of_data_files_is_read_in_sorted_order(tmp_path, shards):
@@ -104,12 +113,14 @@ def test_text_column_names_the_column(tmp_path):
 
 
 @pytest.mark.slow
-def test_output_does_not_depend_on_num_proc(tmp_path):
+def test_output_does_not_depend_on_num_proc_nor_on_the_bpe(tmp_path):
     src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=700)
-    prepare(FINEWEB, tmp_path / "one", "--data_files", src, "--num_proc", 1, "--val_every", 7)
-    prepare(FINEWEB, tmp_path / "two", "--data_files", src, "--num_proc", 2, "--val_every", 7)
-    assert outputs(tmp_path / "one") == outputs(tmp_path / "two")
-    assert len(tokens(tmp_path / "one" / "val.bin")) > 0
+    for num_proc, bpe in ((1, "gigatoken"), (2, "gigatoken"), (2, "tiktoken")):
+        out = prepare(FINEWEB, tmp_path / f"{num_proc}-{bpe}", "--data_files", src, "--num_proc", num_proc,
+                      "--val_every", 7, "--bpe", bpe).stdout
+        assert f"tokenizing with {bpe}" in out
+    assert outputs(tmp_path / "1-gigatoken") == outputs(tmp_path / "2-gigatoken") == outputs(tmp_path / "2-tiktoken")
+    assert len(tokens(tmp_path / "2-tiktoken" / "val.bin")) > 0
 
 
 def test_a_large_row_group_is_cut_and_small_ones_joined_into_ranges_without_changing_the_output(tmp_path):
@@ -142,9 +153,13 @@ def wait_until(condition, timeout=120):
 
 
 @pytest.mark.slow
-def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identical(tmp_path):
+@pytest.mark.parametrize("bpe, files_done", [
+    ("tiktoken", 1),  # killed in the second file: the first is kept, the second's tokens so far are dropped
+    ("gigatoken", 0),  # the first file, where the guard checks every document (at tiktoken's pace: time to kill it)
+])
+def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identical(tmp_path, bpe, files_done):
     src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=2000)  # ~2 MB of text: 2 ranges a file
-    args = ["--data_files", src, "--num_proc", 1, "--val_every", 50]
+    args = ["--data_files", src, "--num_proc", 1, "--val_every", 50, "--bpe", bpe]
     prepare(FINEWEB, tmp_path / "whole", *args)
 
     out = tmp_path / "killed"
@@ -152,30 +167,56 @@ def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identica
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     progress = out / "prepare_progress.json"
 
-    def second_file_under_way():  # one file recorded done, and tokens of the second already in train.bin.partial
+    def file_under_way():  # files_done recorded done, and tokens of the next one already in train.bin.partial
         try:
             state = json.loads(progress.read_text())
-            return state["done"] == 1 and (out / "train.bin.partial").stat().st_size > 2 * state["tokens"]["train"]
+            return (state["done"] == files_done and
+                    (out / "train.bin.partial").stat().st_size > 2 * state["tokens"]["train"])
         except (OSError, ValueError):
             return False
-    wait_until(lambda: second_file_under_way() or proc.poll() is not None)
+    wait_until(lambda: file_under_way() or proc.poll() is not None)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed mid-way"
     assert not (out / "train.bin").exists() and not (out / "val.bin").exists()
 
     result = prepare(FINEWEB, out, *args)
-    assert "going on from" in result.stdout and "1 of 3 source files done" in result.stdout
+    assert "going on from" in result.stdout and f"{files_done} of 3 source files done" in result.stdout
     assert outputs(out) == outputs(tmp_path / "whole")
-    assert sorted(p.name for p in out.iterdir()) == ["train.bin", "val.bin"]
+    assert listing(out) == ["train.bin", "val.bin"]
 
 
-def test_an_unfinished_run_with_other_options_is_not_mixed_in(tmp_path, shards):
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_goes_on(tmp_path):
+    src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=1000)
+    args = ["--data_files", src, "--num_proc", 2, "--val_every", 50, "--bpe", "tiktoken"]
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "prepare_progress.json").write_text(json.dumps({"job": {"data_files": "elsewhere"}}))
-    result = run(FINEWEB, out, "--data_files", shards)
-    assert_one_error_line(result, "records an unfinished run with other options")
-    assert not (out / "train.bin").exists()
+    proc = subprocess.Popen([sys.executable, str(FINEWEB), "--out_dir", str(out), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: proc.poll() is not None or (len(children(proc.pid)) == 2 and
+                                                   (out / "train.bin.partial").exists() and
+                                                   (out / "train.bin.partial").stat().st_size > 0))
+    os.kill(children(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer does
+    killed = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - killed < 5
+    assert proc.returncode == 1 and stderr == ("error: a tokenizer worker process died (killed by the out-of-memory "
+                                               "killer, or by kill -9?); run the same command again: it goes on from "
+                                               "the last finished source file\n")
+    assert "going on from" in prepare(FINEWEB, out, *args).stdout
+    prepare(FINEWEB, tmp_path / "whole", *args)
+    assert outputs(out) == outputs(tmp_path / "whole")
+
+
+def test_an_unfinished_run_with_other_options_is_not_mixed_in(tmp_path):
+    from corpus import load_progress
+    (tmp_path / "prepare_progress.json").write_text(json.dumps({"job": {"data_files": "elsewhere"}}))
+    with pytest.raises(UserError, match="records an unfinished run with other options"):
+        load_progress(tmp_path / "prepare_progress.json", {"data_files": "here"})
 
 
 # ---------------------------------------------------------------------------- the Hub, served locally
@@ -259,7 +300,7 @@ def test_fineweb_downloads_only_its_subset_one_file_at_a_time(tmp_path, shards):
     assert tokens(tmp_path / "out" / "train.bin") == gpt2_ids([d for i, d in enumerate(DOCS) if i % 3])
     downloaded = [p.split("/resolve/")[1].split("/", 1)[1] for p in requested if "/resolve/" in p]
     assert sorted(set(downloaded)) == ["sample/10BT/000_00000.parquet", "sample/10BT/001_00000.parquet"]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["train.bin", "val.bin"]  # downloads deleted
+    assert listing(tmp_path / "out") == ["train.bin", "val.bin"]  # downloads deleted
     assert not (tmp_path / "hf_home" / "hub").exists()  # nothing in the Hugging Face cache
 
 
@@ -289,14 +330,14 @@ def assert_one_error_line(result, message):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
 
 
-@pytest.mark.parametrize("script", [FINEWEB, OPENWEBTEXT])
+@pytest.mark.parametrize("script", [FINEWEB, pytest.param(OPENWEBTEXT, marks=pytest.mark.slow)])
 def test_no_network_names_data_files_as_the_offline_way(tmp_path, script):
     result = run(script, tmp_path / "out", env=hub_env(tmp_path, UNREACHABLE))
     assert_one_error_line(result, "pass --data_files 'DIR/*.parquet'")
     assert not (tmp_path / "out" / "train.bin").exists() and not (tmp_path / "out" / "val.bin").exists()
 
 
-@pytest.mark.parametrize("status", [401, 404])
+@pytest.mark.parametrize("status", [401, pytest.param(404, marks=pytest.mark.slow)])
 def test_a_hub_refusal_names_data_files(tmp_path, status):
     with fake_hub({}, refuse=status) as (endpoint, _):
         result = run(FINEWEB, tmp_path / "out", env=hub_env(tmp_path, endpoint))
@@ -311,14 +352,19 @@ def test_a_bad_subset_lists_the_valid_ones(tmp_path):
 
 
 def test_a_parquet_file_without_the_text_column_names_text_column(tmp_path):
-    write_parquet(tmp_path / "src" / "a.parquet", DOCS, column="content")
-    result = run(FINEWEB, tmp_path / "out", "--data_files", tmp_path / "src")
-    assert_one_error_line(result, "has no column 'text' (it has id, content); name the text column with --text_column")
-    assert not (tmp_path / "out" / "train.bin").exists()
+    from corpus import open_parquet
+    path = write_parquet(tmp_path / "a.parquet", DOCS, column="content")
+    with pytest.raises(UserError, match=r"has no column 'text' \(it has id, content\); name the text column with "
+                                        r"--text_column"):
+        open_parquet(path, "text")
 
 
 def test_no_data_files_match(tmp_path):
-    assert_one_error_line(run(FINEWEB, tmp_path / "out", "--data_files", tmp_path / "*.parquet"), "no files match")
+    from corpus import find_files
+    with pytest.raises(UserError, match="no files match --data_files"):
+        find_files(str(tmp_path / "*.parquet"), ".parquet", "--data_files")
+    with pytest.raises(UserError, match=r"no \.parquet files in .* for other files pass a quoted glob"):
+        find_files(str(tmp_path), ".parquet", "--data_files")
 
 
 @pytest.mark.slow
@@ -333,8 +379,47 @@ def test_a_full_disk_stops_with_one_line_and_the_same_command_then_finishes(tmp_
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
     result = run(FINEWEB, out, *args, preexec_fn=limit_file_size)
-    assert_one_error_line(result, f"cannot write to {out}: File too large; free some space and run the same "
-                                  f"command again: it goes on from the last finished source file")
+    assert_one_error_line(result, f"cannot write {out}: the disk is full (File too large); free some space and run "
+                                  f"the same command again: it goes on from the last finished source file")
     assert not (out / "train.bin").exists()
     prepare(FINEWEB, out, *args)
     assert outputs(out) == outputs(tmp_path / "whole")
+
+
+# ---------------------------------------------------------------------------- the BPE backends
+
+def test_without_gigatoken_auto_is_tiktoken_and_asking_for_it_is_one_line(tmp_path, shards):
+    env = {"PYTHONPATH": str(SHIMS / "no_gigatoken")}  # `import gigatoken` fails, as where it is not installed
+    out = prepare(FINEWEB, tmp_path / "out", "--data_files", shards, "--bpe", "auto", env=env).stdout
+    assert "tokenizing with tiktoken" in out
+    assert tokens(tmp_path / "out" / "train.bin") + tokens(tmp_path / "out" / "val.bin") == gpt2_ids(DOCS[1:] + DOCS[:1])
+    result = run(FINEWEB, tmp_path / "asked", "--data_files", shards, "--bpe", "gigatoken", env=env)
+    assert_one_error_line(result, "--bpe gigatoken: it is not installed (No module named 'gigatoken'); "
+                                  "pip install gigatoken==0.10.0, or use --bpe tiktoken")
+    assert not (tmp_path / "asked").exists()
+
+
+def planted(tmp_path, source, row, rows):
+    """Two parquet files of rows short documents each; the document at row of file number source says 'PLANTED',
+    which the wrong gigatoken (tests/shims/wrong_gigatoken) encodes with one token changed."""
+    docs = [[f"Document {k} of file {i}." for k in range(rows)] for i in range(2)]
+    docs[source][row] = "A PLANTED document."
+    return [write_parquet(tmp_path / "src" / f"{i}.parquet", texts, row_group_size=rows) for i, texts in enumerate(docs)]
+
+
+@pytest.mark.parametrize("where", ["the first file, whose every document is checked", "a sampled document"])
+def test_the_guard_stops_a_wrong_bpe_in_one_line_and_nothing_wrong_is_kept(tmp_path, where):
+    from corpus import guarded
+    rows = 3000
+    source, row = (0, 5) if where.startswith("the first") else (1, int(np.flatnonzero(guarded(1, 0, rows))[0]))
+    files = planted(tmp_path, source, row, rows)
+    out = tmp_path / "out"
+    env = {"PYTHONPATH": str(SHIMS / "wrong_gigatoken")}
+    result = run(FINEWEB, out, "--data_files", tmp_path / "src", "--bpe", "gigatoken", env=env)
+    assert_one_error_line(result, f"gigatoken's ids differ from tiktoken's in row {row} of {files[source]} (at token 0 "
+                                  f"of 6): gigatoken cannot be trusted on this data; its output so far is deleted: "
+                                  f"run the same command with --bpe tiktoken")
+    assert listing(out) == []  # no train.bin, no partial outputs nor progress to go on from
+    prepare(FINEWEB, out, "--data_files", tmp_path / "src", "--bpe", "tiktoken", env=env)  # as the line says
+    texts = [text for f in files for text in pq.read_table(f).column("text").to_pylist()]
+    assert tokens(out / "val.bin") == gpt2_ids(texts[::1000])

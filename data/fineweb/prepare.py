@@ -11,23 +11,25 @@ build-nanogpt and llm.c train GPT-2 (124M) on (config/train_gpt2_fineweb.py).
 The parquet files are fetched one at a time (the next one downloads while this one is tokenized on all cores)
 and deleted once tokenized. Every 1000th document (0.1%, ~10M tokens of sample-10BT) goes to val.bin. Kill it at
 any moment and run the same command again: it goes on from the last finished file, and the result is byte for
-byte that of an uninterrupted run; train.bin and val.bin appear only when complete.
+byte that of an uninterrupted run; train.bin and val.bin appear only when complete. See docs/data.md.
 """
 import os
 import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for corpus, whatever the cwd
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))  # the repo root (see corpus.py)
 import errors  # noqa: E402
 errors.install()
+import corpus  # noqa: E402
 from errors import UserError  # noqa: E402
-from corpus import prepare_parquet, web_dataset_args  # noqa: E402
 
 SUBSETS = ('sample-10BT', 'sample-100BT', 'sample-350BT')  # folders sample/10BT, ... of both FineWeb datasets
 
-args = web_dataset_args(__doc__, 'HuggingFaceFW/fineweb-edu', val_every=1000, out_dir=here, subsets=SUBSETS)
-if args.subset not in SUBSETS:
-    raise UserError(f"unknown --subset {args.subset}; choose one of {', '.join(SUBSETS)}")
-prepare_parquet(args, hub_folder='sample/' + args.subset.removeprefix('sample-'))
+if __name__ == '__main__':  # a worker process started by spawn (not Linux's fork) imports this file too
+    args = corpus.parse_args(__doc__, dataset='HuggingFaceFW/fineweb-edu', subset=SUBSETS[0], data_files=None,
+                             text_column='text', revision='main', val_every=1000, num_proc=os.cpu_count() or 1,
+                             bpe='auto', out_dir=os.path.dirname(os.path.abspath(__file__)))
+    if args.subset not in SUBSETS:
+        raise UserError(f"unknown --subset {args.subset}; choose one of {', '.join(SUBSETS)}")
+    corpus.prepare_parquet(args, hub_folder='sample/' + args.subset.removeprefix('sample-'))
 
 # sample-10BT: ~9.7M documents, ~10B tokens; train.bin ~20 GB

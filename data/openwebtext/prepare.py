@@ -12,14 +12,16 @@ Kill it at any moment and run the same command again: it goes on from the last f
 import os
 import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for corpus, whatever the cwd
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))  # the repo root (see corpus.py)
 import errors  # noqa: E402
 errors.install()
-from corpus import prepare_parquet, web_dataset_args  # noqa: E402
+import corpus  # noqa: E402
 
-args = web_dataset_args(__doc__, 'Skylion007/openwebtext', val_every=2000, out_dir=here)
-prepare_parquet(args)
+if __name__ == '__main__':  # a worker process started by spawn (not Linux's fork) imports this file too
+    args = corpus.parse_args(__doc__, dataset='Skylion007/openwebtext', data_files=None, text_column='text',
+                             revision='main', val_every=2000, num_proc=os.cpu_count() or 1, bpe='auto',
+                             out_dir=os.path.dirname(os.path.abspath(__file__)))
+    corpus.prepare_parquet(args)
 
 # 8,013,769 documents; train.bin is ~17GB, val.bin ~8.5MB
 # train has ~9B tokens (9,035,582,198)

@@ -9,19 +9,19 @@ encoder and decoder and some other related info.
     python data/shakespeare_char/prepare.py --out_dir DIR   # write the outputs to DIR, not here
 """
 import os
-import pickle
 import sys
 
 import numpy as np
 
-here = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(here)))  # the repo root, for fileio, whatever the cwd
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))  # the repo root (see corpus.py)
 import errors  # noqa: E402
 errors.install()
-from fileio import tiny_shakespeare, write_atomically  # noqa: E402
+import corpus  # noqa: E402
 
 # the tiny shakespeare dataset: downloaded when absent
-data, out_dir = tiny_shakespeare(__doc__, here)
+args = corpus.parse_args(__doc__, input=None, url=corpus.TINY_SHAKESPEARE_URL,
+                         out_dir=os.path.dirname(os.path.abspath(__file__)))
+data = corpus.tiny_shakespeare(args)
 print(f"length of dataset in characters: {len(data):,}")
 
 # get all the unique characters that occur in this text
@@ -32,7 +32,6 @@ print(f"vocab size: {vocab_size:,}")
 
 # create a mapping from characters to integers
 stoi = {ch: i for i, ch in enumerate(chars)}
-itos = {i: ch for i, ch in enumerate(chars)}
 
 
 def encode(string):
@@ -50,19 +49,11 @@ val_ids = encode(val_data)
 print(f"train has {len(train_ids):,} tokens")
 print(f"val has {len(val_ids):,} tokens")
 
-# export to bin files
-train_ids = np.array(train_ids, dtype=np.uint16)
-val_ids = np.array(val_ids, dtype=np.uint16)
-write_atomically(os.path.join(out_dir, 'train.bin'), train_ids.tofile)
-write_atomically(os.path.join(out_dir, 'val.bin'), val_ids.tofile)
-
-# save the meta information as well, to help us encode/decode later
-meta = {
-    'vocab_size': vocab_size,
-    'itos': itos,
-    'stoi': stoi,
-}
-write_atomically(os.path.join(out_dir, 'meta.pkl'), lambda f: pickle.dump(meta, f))
+# export to bin files, and the meta information as well, to help us encode/decode later: all three move in together
+with corpus.new_dataset(args.out_dir, ['train.bin', 'val.bin', 'meta.pkl']) as built:
+    corpus.write_ids(built['train.bin'], np.array(train_ids, dtype=np.uint16))
+    corpus.write_ids(built['val.bin'], np.array(val_ids, dtype=np.uint16))
+    corpus.write_meta(built['meta.pkl'], chars)
 
 # length of dataset in characters: 1,115,394
 # all the unique characters:

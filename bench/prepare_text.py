@@ -1,11 +1,9 @@
 """
-Benchmark data/prepare_text.py on synthetic text of two sizes, each many read chunks
-long: prints tokens/s and peak memory per run, to show memory does not grow with input.
+Benchmark data/prepare_text.py on synthetic text of two sizes, each many read chunks long: prints tokens/s and the
+peak memory of each run's whole process tree (bench/memory.py), for char and for gpt2 with each BPE, to show that
+memory does not grow with the input.
 
-    python data/bench_prepare_text.py [--sizes_mb 50 200]
-
-Peak RSS is ru_maxrss of the finished run (os.wait4): the largest of the prepare_text
-process and its worker processes, the per-run form of getrusage(RUSAGE_CHILDREN).
+    python bench/prepare_text.py [--sizes_mb 50 200]
 """
 import argparse
 import os
@@ -15,6 +13,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from memory import peak_memory
 
 here = os.path.dirname(os.path.abspath(__file__))
 
@@ -34,19 +34,18 @@ def write_synthetic_text(path, size_mb, seed=1337):
             f.write(block)
 
 
-def run(input_path, tokenizer, data_dir):
-    """Run prepare_text once; return (tokens, seconds, peak RSS in MB)."""
-    cmd = [sys.executable, os.path.join(here, 'prepare_text.py'), '--input', input_path,
-           '--name', tokenizer, '--tokenizer', tokenizer, '--data_dir', data_dir]
+def run(input_path, tokenizer, bpe, data_dir):
+    """Run prepare_text once; return (tokens, seconds, peak RSS and PSS in MB)."""
+    name = f'{tokenizer}-{bpe}'
+    cmd = [sys.executable, os.path.join(here, '..', 'data', 'prepare_text.py'), '--input', input_path,
+           '--name', name, '--tokenizer', tokenizer, '--bpe', bpe, '--data_dir', data_dir]
     t0 = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # tell Popen the process is already reaped
+    code, rss, pss = peak_memory(cmd, stdout=subprocess.DEVNULL)
     dt = time.time() - t0
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed"
-    out_dir = os.path.join(data_dir, tokenizer)
+    assert code == 0, f"{' '.join(cmd)} failed"
+    out_dir = os.path.join(data_dir, name)
     n = sum(os.path.getsize(os.path.join(out_dir, f)) for f in ('train.bin', 'val.bin')) // 2
-    return n, dt, usage.ru_maxrss / 1024  # ru_maxrss is in KB on Linux
+    return n, dt, rss, pss
 
 
 if __name__ == '__main__':
@@ -54,12 +53,14 @@ if __name__ == '__main__':
     parser.add_argument('--sizes_mb', type=int, nargs='+', default=[50, 200], help="input sizes in MB")
     args = parser.parse_args()
 
-    print(f"{'input':>8} {'tokenizer':>9} {'tokens':>13} {'seconds':>8} {'tokens/s':>11} {'peak RSS':>9}")
+    print(f"{'input':>8} {'tokenizer':>15} {'tokens':>13} {'seconds':>8} {'tokens/s':>11} {'peak RSS':>9} {'PSS':>7}")
     with tempfile.TemporaryDirectory() as tmp:
         for size_mb in args.sizes_mb:
             input_path = os.path.join(tmp, f'{size_mb}mb.txt')
             write_synthetic_text(input_path, size_mb)
-            for tokenizer in ('char', 'gpt2'):
-                n, dt, rss_mb = run(input_path, tokenizer, tmp)
-                print(f"{size_mb:>6}MB {tokenizer:>9} {n:>13,} {dt:>8.1f} {n / dt:>11,.0f} {rss_mb:>7.0f}MB", flush=True)
+            for tokenizer, bpe in (('char', 'auto'), ('gpt2', 'tiktoken'), ('gpt2', 'gigatoken')):
+                n, dt, rss, pss = run(input_path, tokenizer, bpe, tmp)
+                label = tokenizer if tokenizer == 'char' else f'gpt2 {bpe}'
+                print(f"{size_mb:>6}MB {label:>15} {n:>13,} {dt:>8.1f} {n / dt:>11,.0f} {rss:>7.0f}MB {pss:>5.0f}MB",
+                      flush=True)
             os.remove(input_path)

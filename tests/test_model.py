@@ -276,6 +276,21 @@ def test_the_kv_cache_holds_the_rows_and_positions_the_generation_uses(prompt_to
     assert len(kv_cache) == 2 and all(c.k.shape == c.v.shape == (6, 4, positions, 8) for c in kv_cache)
 
 
+@pytest.mark.parametrize("rows", [1, 10, 100])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_computes_nn_linears_numbers_for_any_number_of_rows(rows, bias):
+    # a few rows without autograd take the (W @ x^T)^T way round: the same numbers, in the same layout
+    from model import Linear
+    torch.manual_seed(0)
+    linear = Linear(32, 48, bias=bias)
+    x = torch.randn(rows, 1, 32)
+    with torch.no_grad():
+        y = linear(x)
+        expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+    assert y.shape == (rows, 1, 48) and y.is_contiguous()
+    assert (y - expected).abs().max().item() < 1e-6
+
+
 def draws(logits, n=2000, **kwargs):
     torch.manual_seed(0)
     return set(sample_next_token(logits.expand(n, -1), **kwargs).flatten().tolist())

@@ -435,4 +435,8 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, vocab_lim
         sorted_logits = sorted_logits.masked_fill(outside, float('-inf'))
         logits = torch.full_like(logits, float('-inf')).scatter(-1, sorted_indices, sorted_logits)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1)
+    # the draw of torch.multinomial(probs, 1), which takes ~2 ms per row of GPT-2's 50k probabilities on a CPU: a
+    # uniform point of each row's cumulative sum falls in token i's stretch with probability probs[i] (0: never)
+    cumulative = probs.cumsum(dim=-1)
+    point = torch.rand(probs.size(0), 1, device=probs.device) * cumulative[:, -1:]
+    return torch.searchsorted(cumulative, point, right=True)

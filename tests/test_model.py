@@ -296,6 +296,14 @@ def draws(logits, n=2000, **kwargs):
     return set(sample_next_token(logits.expand(n, -1), **kwargs).flatten().tolist())
 
 
+def test_sampling_draws_each_token_with_its_probability_and_never_an_impossible_one():
+    logits = torch.log(torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0]]))  # ids 1 and 4 cannot be drawn
+    torch.manual_seed(0)
+    counts = sample_next_token(logits.expand(100_000, -1), top_k=None).flatten().bincount(minlength=5)
+    assert counts[1] == counts[4] == 0
+    assert (counts / 100_000 - torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0])).abs().max() < 0.005  # over 3 standard errors
+
+
 def test_temperature_zero_is_greedy():
     logits = torch.tensor([[0.1, 3.0, 2.9, -1.0]])
     assert draws(logits, temperature=0) == {1}

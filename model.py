@@ -419,14 +419,17 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, vocab_lim
         logits = logits[:, :vocab_limit]
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    # in float32 whatever the model computed in, and from the largest logit down: a tiny temperature then sends
-    # the others to -inf, never the largest to inf (which would make every probability nan)
-    logits = logits.float()
-    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    logits = logits.float() # in float32 whatever the model computed in
+    candidates = None # the ids whose logits these are: every id
     if top_k is not None:
-        # scatter the k best into -inf rather than masking below the k-th value, which keeps extra tokens on ties
-        values, indices = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = torch.full_like(logits, float('-inf')).scatter(-1, indices, values)
+        # exactly the k best, even on ties, in the order of their ids: the draw below then picks the token that it
+        # would among every id with the others at probability 0, for the work of k
+        logits, candidates = torch.topk(logits, min(top_k, logits.size(-1)))
+        candidates, order = candidates.sort(dim=-1)
+        logits = logits.gather(-1, order)
+    # from the largest logit down: a tiny temperature then sends the others to -inf, never the largest to inf (which
+    # would make every probability nan)
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_p is not None:
         sorted_logits, sorted_indices = torch.sort(logits, descending=True)
         sorted_probs = F.softmax(sorted_logits, dim=-1)
@@ -439,4 +442,5 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, vocab_lim
     # uniform point of each row's cumulative sum falls in token i's stretch with probability probs[i] (0: never)
     cumulative = probs.cumsum(dim=-1)
     point = torch.rand(probs.size(0), 1, device=probs.device) * cumulative[:, -1:]
-    return torch.searchsorted(cumulative, point, right=True)
+    token = torch.searchsorted(cumulative, point, right=True)
+    return token if candidates is None else candidates.gather(-1, token)

@@ -54,7 +54,7 @@ if start.startswith('FILE:'):
 torch.manual_seed(seed)
 
 # model, and the tokenizer it was trained with (see tokenizer.model_tokenizer)
-model, tokenizer, _ = load_model(init_from, out_dir)
+model, tokenizer = load_model(init_from, out_dir)[:2] # not kept: the checkpoint maps its file, 0.5 GB for GPT-2
 model.to(device)
 if compile:
     # in place: torch.compile(model) would return a wrapper whose generate() still calls the uncompiled forward

@@ -1,8 +1,8 @@
 """
 A much shorter version of train.py for benchmarking: ms per training iteration, tokens/s and MFU.
-With --mode=sample it times generation instead, with and without the KV cache.
+With --mode=sample it times generation instead: at batch 1 with and without the KV cache, and a batch of 10.
 $ python bench.py                  # GPT-2 124M on a GPU; on CPU the model of nanoGPT's CPU recipe
-$ python bench.py --mode=sample    # a GPT-2-small-sized model: 16-token prompt, 256 new tokens
+$ python bench.py --mode=sample    # a GPT-2-small-sized model: 16-token prompt, 256 new tokens, batch 1 and 10
 $ python bench.py --profile=True   # a torch.profiler trace in bench_log/ (chrome://tracing or ui.perfetto.dev)
 $ python bench.py --compare=True   # ours against nanoGPT's setup, timed in turns (a busy machine slows both alike)
 """
@@ -26,7 +26,7 @@ from model import GPT, GPTConfig
 from tokenizer import load_meta
 
 # -----------------------------------------------------------------------------
-mode: Literal['train', 'sample'] = 'train' # 'train': time training iterations; 'sample': time generation with and without the KV cache
+mode: Literal['train', 'sample'] = 'train' # 'train': time training iterations; 'sample': time generation (KV cache, batch)
 device: str = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'mps'
 dtype: hardware.DTYPES = None # 'float32', 'bfloat16' or 'float16'; None: the device's best (hardware.default_dtype)
 compile: bool = True # use PyTorch 2.0 to compile the model to be faster; the compilation is in the untimed warm-up
@@ -51,6 +51,7 @@ rounds: at_least(1) = 10 # with compare: turns of timed_iters for each
 # sample mode
 prompt_tokens: at_least(1) = 16
 max_new_tokens: at_least(1) = 256
+num_samples: at_least(1) = 10 # the batch timed beside batch 1: samples of one prompt, as sample.py draws them
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
 
@@ -204,26 +205,31 @@ def bench_sample():
     model.eval()
     prompt = torch.randint(vocab_size, (1, prompt_tokens), device=device)
 
-    def generate(num_tokens, use_cache):
+    def generate(num_tokens, use_cache, rows):
         torch.manual_seed(seed) # the same draws for both: the tokens must come out the same
         with ctx: # temperature and top_k of sample.py's defaults: the benchmark times what a user runs
-            return model.generate(prompt, num_tokens, temperature=0.8, top_k=200, use_cache=use_cache)
+            return model.generate(prompt, num_tokens, temperature=0.8, top_k=200, use_cache=use_cache,
+                                  num_samples=rows)
 
-    def timed(use_cache):
+    def timed(use_cache, rows=1):
         hardware.synchronize(device)
         t0 = time.perf_counter()
-        tokens = generate(max_new_tokens, use_cache)
+        tokens = generate(max_new_tokens, use_cache, rows)
         hardware.synchronize(device)
         return tokens, time.perf_counter() - t0
 
-    for use_cache in (True, False):
-        generate(4, use_cache) # untimed warm-up, compilation included
+    for use_cache, rows in ((True, 1), (False, 1), (True, num_samples)):
+        generate(4, use_cache, rows) # untimed warm-up, compilation included
     tokens_cached, dt_cached = timed(use_cache=True)
     tokens_uncached, dt_uncached = timed(use_cache=False) # nanoGPT's generate: the whole context for every token
-    print(f"{prompt_tokens}-token prompt, {max_new_tokens} new tokens, batch 1")
-    print(f"with KV cache:    {max_new_tokens / dt_cached:8.1f} tokens/s ({dt_cached * 1000 / max_new_tokens:.1f} ms/token)")
-    print(f"without KV cache: {max_new_tokens / dt_uncached:8.1f} tokens/s ({dt_uncached * 1000 / max_new_tokens:.1f} ms/token)")
-    print(f"speedup: {dt_uncached / dt_cached:.1f}x")
+    _, dt_batch = timed(use_cache=True, rows=num_samples)
+    print(f"{prompt_tokens}-token prompt, {max_new_tokens} new tokens")
+    print(f"batch 1 with KV cache:    {max_new_tokens / dt_cached:8.1f} tokens/s ({dt_cached * 1000 / max_new_tokens:.1f} ms/token)")
+    print(f"batch 1 without KV cache: {max_new_tokens / dt_uncached:8.1f} tokens/s ({dt_uncached * 1000 / max_new_tokens:.1f} ms/token)")
+    print(f"batch {num_samples} with KV cache:   {num_samples * max_new_tokens / dt_batch:8.1f} tokens/s "
+          f"({dt_batch * 1000 / max_new_tokens:.1f} ms per step of {num_samples} tokens)")
+    print(f"speedup of the KV cache: {dt_uncached / dt_cached:.1f}x; of a batch of {num_samples} over "
+          f"{num_samples} at batch 1: {num_samples * dt_cached / dt_batch:.1f}x")
     same = torch.equal(tokens_cached, tokens_uncached)
     print(f"same tokens with and without the cache: {same}" + ("" if same or dtype == 'float32' else
           f" (in {dtype} the two paths round differently, so a near tie can go either way)"))

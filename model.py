@@ -30,11 +30,25 @@ class LayerNorm(nn.Module):
         return F.layer_norm(input, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
-class KVCache:
-    """One layer's keys and values of the positions seen so far, so generate() runs only new tokens through the model."""
+class Linear(nn.Linear):
+    """nn.Linear, but a few rows on the CPU without autograd (a step of generation) are multiplied as (W @ x^T)^T:
+    MKL takes about half the time that way round, where x @ W^T has it repack all of W for every call."""
 
-    def __init__(self, block_size):
-        self.block_size = block_size
+    def forward(self, input):
+        rows = input.numel() // self.in_features
+        if input.device.type != 'cpu' or torch.is_grad_enabled() or not 4 <= rows <= 64:
+            return super().forward(input)
+        x = input.reshape(rows, self.in_features).t()
+        y = self.weight @ x if self.bias is None else torch.addmm(self.bias[:, None], self.weight, x)
+        return y.t().contiguous().view(*input.shape[:-1], self.out_features)
+
+
+class KVCache:
+    """One layer's keys and values of the positions seen so far, so generate() runs only new tokens through the model.
+    Room for `positions` positions of each row, taken on the first append: the positions a generation will use."""
+
+    def __init__(self, positions):
+        self.positions = positions
         self.length = 0  # positions stored
         self.k = self.v = None
 
@@ -42,13 +56,18 @@ class KVCache:
         """Stores k, v (B, nh, T, hs) after the stored positions; returns the keys and values of all positions."""
         if self.k is None:
             B, nh, _, hs = k.shape
-            self.k = k.new_empty(B, nh, self.block_size, hs)
-            self.v = v.new_empty(B, nh, self.block_size, hs)
+            self.k = k.new_empty(B, nh, self.positions, hs)
+            self.v = v.new_empty(B, nh, self.positions, hs)
         end = self.length + k.size(2)
         self.k[:, :, self.length:end] = k
         self.v[:, :, self.length:end] = v
         self.length = end
         return self.k[:, :, :end], self.v[:, :, :end]
+
+    def repeat_rows(self, n):
+        """Each row becomes n adjacent rows holding its keys and values: n continuations of one prompt."""
+        self.k = self.k.repeat_interleave(n, dim=0)
+        self.v = self.v.repeat_interleave(n, dim=0)
 
 
 class CausalSelfAttention(nn.Module):
@@ -57,9 +76,9 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert config.n_embd % config.n_head == 0
         # key, query, value projections for all heads, but in a batch
-        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         # output projection
-        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         # regularization
         self.attn_dropout = nn.Dropout(config.dropout)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -107,9 +126,9 @@ class MLP(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        self.c_fc    = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_fc    = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu    = nn.GELU(approximate=config.gelu_approximate)
-        self.c_proj  = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.c_proj  = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x):
@@ -172,7 +191,7 @@ class GPT(nn.Module):
             h = nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f = LayerNorm(config.n_embd, bias=config.bias),
         ))
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight # https://paperswithcode.com/method/weight-tying
 
         # init all weights
@@ -334,38 +353,46 @@ class GPT(nn.Module):
         return mfu
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, **kwargs):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, num_samples=1, **kwargs):
         """
         Take a conditioning sequence of indices idx (LongTensor of shape (b,t)) and complete
         the sequence max_new_tokens times, feeding the predictions back into the model each time.
         Most likely you'll want to make sure to be in model.eval() mode of operation for this.
-        Keyword arguments as generate_tokens().
+        Returns (b * num_samples, t + max_new_tokens); keyword arguments as generate_tokens().
         """
-        for idx_next in self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p, **kwargs):
-            idx = torch.cat((idx, idx_next), dim=1)
-        return idx
+        tokens = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, top_p, num_samples=num_samples,
+                                           **kwargs))
+        return torch.cat((idx.repeat_interleave(num_samples, dim=0), *tokens), dim=1)
 
     @torch.no_grad()
-    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, num_samples=1,
                         use_cache=True, vocab_limit=None):
         """
-        Yields each new token (b, 1) as soon as it is sampled. temperature=0 picks the most likely token;
-        top_k keeps the k most likely, top_p the smallest set whose probability reaches p.
+        Yields each new token (b * num_samples, 1) as soon as it is sampled. temperature=0 picks the most likely
+        token; top_k keeps the k most likely, top_p the smallest set whose probability reaches p.
+        num_samples: each row of idx is continued that many times, in adjacent rows. The prompt runs through the
+        model once and its keys and values are copied to each of them: a batch shares each read of the weights,
+        the cost of a token at batch 1.
         vocab_limit: only ids below it are sampled (a padded vocab's extra ids mean nothing to the tokenizer).
         use_cache=False runs the whole context through the model for every token, as nanoGPT does: same tokens, slower.
         """
         block_size = self.config.block_size
-        kv_cache = None
-        for _ in range(max_new_tokens):
-            if not use_cache or idx.size(1) > block_size:
+        # the cache holds the prompt and every new token but the last, up to block_size: the positions used
+        positions = min(idx.size(1) + max_new_tokens - 1, block_size)
+        kv_cache = [KVCache(positions) for _ in range(self.config.n_layer)] if use_cache else None
+        for i in range(max_new_tokens):
+            if kv_cache is not None and idx.size(1) <= block_size:
+                # the prompt, then each new token after the positions cached
+                logits, _ = self(idx if i == 0 else idx[:, -1:], kv_cache=kv_cache)
+            else:
                 # the context is the last block_size tokens at positions 0..block_size-1, as in nanoGPT; once it
                 # slides every position shifts, so nothing cached could be reused
+                kv_cache = None
                 logits, _ = self(idx[:, -block_size:])
-            elif kv_cache is None:
-                kv_cache = [KVCache(block_size) for _ in range(self.config.n_layer)]
-                logits, _ = self(idx, kv_cache=kv_cache)
-            else:
-                logits, _ = self(idx[:, -1:], kv_cache=kv_cache)
+            if i == 0 and num_samples > 1:
+                for layer_cache in kv_cache or []: # first: the most memory, so that too many rows fail at once
+                    layer_cache.repeat_rows(num_samples)
+                idx, logits = idx.repeat_interleave(num_samples, dim=0), logits.repeat_interleave(num_samples, dim=0)
             idx_next = sample_next_token(logits[:, -1, :], temperature, top_k, top_p, vocab_limit)
             idx = torch.cat((idx, idx_next), dim=1)
             yield idx_next
@@ -392,14 +419,17 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, vocab_lim
         logits = logits[:, :vocab_limit]
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    # in float32 whatever the model computed in, and from the largest logit down: a tiny temperature then sends
-    # the others to -inf, never the largest to inf (which would make every probability nan)
-    logits = logits.float()
-    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    logits = logits.float() # in float32 whatever the model computed in
+    candidates = None # the ids whose logits these are: every id
     if top_k is not None:
-        # scatter the k best into -inf rather than masking below the k-th value, which keeps extra tokens on ties
-        values, indices = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = torch.full_like(logits, float('-inf')).scatter(-1, indices, values)
+        # exactly the k best, even on ties, in the order of their ids: the draw below then picks the token that it
+        # would among every id with the others at probability 0, for the work of k
+        logits, candidates = torch.topk(logits, min(top_k, logits.size(-1)))
+        candidates, order = candidates.sort(dim=-1)
+        logits = logits.gather(-1, order)
+    # from the largest logit down: a tiny temperature then sends the others to -inf, never the largest to inf (which
+    # would make every probability nan)
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_p is not None:
         sorted_logits, sorted_indices = torch.sort(logits, descending=True)
         sorted_probs = F.softmax(sorted_logits, dim=-1)
@@ -408,4 +438,9 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, vocab_lim
         sorted_logits = sorted_logits.masked_fill(outside, float('-inf'))
         logits = torch.full_like(logits, float('-inf')).scatter(-1, sorted_indices, sorted_logits)
     probs = F.softmax(logits, dim=-1)
-    return torch.multinomial(probs, num_samples=1)
+    # the draw of torch.multinomial(probs, 1), which takes ~2 ms per row of GPT-2's 50k probabilities on a CPU: a
+    # uniform point of each row's cumulative sum falls in token i's stretch with probability probs[i] (0: never)
+    cumulative = probs.cumsum(dim=-1)
+    point = torch.rand(probs.size(0), 1, device=probs.device) * cumulative[:, -1:]
+    token = torch.searchsorted(cumulative, point, right=True)
+    return token if candidates is None else candidates.gather(-1, token)

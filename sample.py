@@ -2,7 +2,8 @@
 Sample from a trained model: a checkpoint of train.py (or of nanoGPT) in out_dir, or GPT-2's weights.
 $ python sample.py --out_dir=out-shakespeare-char
 $ python sample.py --init_from=gpt2-xl --start="What is the answer to life, the universe, and everything?"
-Each sample is printed token by token as it is generated.
+The samples are drawn together, as one batch (at most max_batch_size at once). One sample is printed token by
+token as it is generated; several are printed whole when their batch ends, with the progress on the terminal meanwhile.
 """
 
 import errors
@@ -17,13 +18,14 @@ import torch
 import hardware
 from checkpoint import load_model
 from configurator import at_least, between, configure, optional
-from errors import UserError
+from errors import UserError, first_line
 
 # -----------------------------------------------------------------------------
 init_from: str = 'resume' # 'resume' (from an out_dir), a gpt2 variant (e.g. 'gpt2-xl') or a directory saved by transformers
 out_dir: str = 'out' # ignored if init_from is not 'resume'
 start: str = "\n" # or "<|endoftext|>" or etc. Can also specify a file, use as: "FILE:prompt.txt"
 num_samples: at_least(1) = 10 # number of samples to draw
+max_batch_size: at_least(1) = 32 # samples drawn at once; more run as several batches. Lower it if memory runs short
 max_new_tokens: at_least(1) = 500 # number of tokens generated in each sample
 temperature: at_least(0.0) = 0.8 # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0 = always the most likely token
 top_k: optional(at_least(1)) = 200 # retain only the top_k most likely tokens, clamp others to have 0 probability; None keeps every token
@@ -39,7 +41,7 @@ configure(globals(), sys.argv[1:])
 dtype, ctx = hardware.setup(device, dtype)
 if start.startswith('FILE:'):
     prompt_path = start[5:]
-    if not os.path.isfile(prompt_path): # a device or a FIFO would be read for ever
+    if os.path.exists(prompt_path) and not os.path.isfile(prompt_path): # a device or a FIFO would be read for ever
         raise UserError(f"the prompt file {prompt_path} is not a file; --start=FILE:PATH names a text file")
     try:
         with open(prompt_path, 'r', encoding='utf-8') as f:
@@ -52,7 +54,7 @@ if start.startswith('FILE:'):
 torch.manual_seed(seed)
 
 # model, and the tokenizer it was trained with (see tokenizer.model_tokenizer)
-model, tokenizer, _ = load_model(init_from, out_dir)
+model, tokenizer = load_model(init_from, out_dir)[:2] # not kept: the checkpoint maps its file, 0.5 GB for GPT-2
 model.to(device)
 if compile:
     # in place: torch.compile(model) would return a wrapper whose generate() still calls the uncompiled forward
@@ -66,15 +68,48 @@ if len(start_ids) > model.config.block_size:
     print(f"the prompt has {len(start_ids)} tokens; the model sees the last {model.config.block_size} (its block_size)")
 x = (torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...])
 
-# run generation, printing each token as it comes
+# run generation: the samples of a batch share each read of the weights, which is most of what a token costs
+def stream(tokens):
+    """Prints one sample token by token as it comes."""
+    print(start, end='')
+    utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace') # holds back a character's first bytes
+    for token in tokens:
+        print(utf8.decode(tokenizer.token_bytes(token.item())), end='', flush=True)
+    print(utf8.decode(b'', final=True))
+    print('---------------')
+
+def print_whole(tokens, which):
+    """Prints the samples of a batch, each whole, when it ends; meanwhile, on a terminal, how far it has come."""
+    new_tokens = []
+    for token in tokens:
+        new_tokens.append(token)
+        show_progress(f"{which}: {len(new_tokens)}/{max_new_tokens} tokens")
+    show_progress("")
+    for row in torch.cat(new_tokens, dim=1).tolist():
+        # the bytes of its tokens joined, as stream() prints them: a BPE token may hold part of a character
+        print(start + b''.join(tokenizer.token_bytes(t) for t in row).decode('utf-8', errors='replace'))
+        print('---------------')
+
+def show_progress(line):
+    """line over the previous one on a terminal; nothing when stderr is a file or a pipe, whose reader wants none."""
+    if sys.stderr.isatty():
+        print(f"\r{line}\033[K", end='', file=sys.stderr, flush=True)
+
+batches = -(-num_samples // max_batch_size)
+sizes = [num_samples // batches + (b < num_samples % batches) for b in range(batches)] # even: 11 by 10 is 6 + 5
+done = 0
 with ctx:
-    for k in range(num_samples):
-        print(start, end='')
+    for rows in sizes:
         # ids past the tokenizer's (GPT-2's 50257 padded to 50304) mean nothing to it: never sample them
         tokens = model.generate_tokens(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                                       vocab_limit=tokenizer.vocab_size)
-        utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace') # holds back a character's first bytes
-        for token in tokens:
-            print(utf8.decode(tokenizer.token_bytes(token.item())), end='', flush=True)
-        print(utf8.decode(b'', final=True))
-        print('---------------')
+                                       num_samples=rows, vocab_limit=tokenizer.vocab_size)
+        try:
+            if rows == 1:
+                stream(tokens)
+            else:
+                print_whole(tokens, f"samples {done + 1}-{done + rows} of {num_samples}")
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e): # CPU allocator's
+                raise
+            raise UserError(f"out of memory drawing {rows} samples at once; lower --max_batch_size ({first_line(e)})")
+        done += rows

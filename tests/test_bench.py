@@ -42,13 +42,17 @@ def test_profile_writes_a_trace(tmp_path):
     assert len(list((tmp_path / "bench_log").glob("*.pt.trace.json.gz"))) == 1
 
 
-def test_sample_mode_times_generation_with_and_without_kv_cache_and_gets_the_same_tokens(tmp_path):
+def test_sample_mode_times_generation_at_batch_1_with_and_without_kv_cache_and_a_batch(tmp_path):
     proc = run_script("bench.py", *TINY, "--mode=sample", "--block_size=64", "--vocab_size=100",
-                      "--max_new_tokens=40", cwd=tmp_path, timeout=120)
-    assert "16-token prompt, 40 new tokens, batch 1" in proc.stdout
-    cached = figure(r"with KV cache: +([\d.]+) tokens/s", proc.stdout)
-    uncached = figure(r"without KV cache: +([\d.]+) tokens/s", proc.stdout)
-    assert abs(figure(r"speedup: ([\d.]+)x", proc.stdout) - cached / uncached) < 0.1  # both rounded to 0.1
+                      "--max_new_tokens=40", "--num_samples=4", cwd=tmp_path, timeout=120)
+    assert "16-token prompt, 40 new tokens" in proc.stdout
+    cached = figure(r"batch 1 with KV cache: +([\d.]+) tokens/s", proc.stdout)
+    uncached = figure(r"batch 1 without KV cache: +([\d.]+) tokens/s", proc.stdout)
+    batch = figure(r"batch 4 with KV cache: +([\d.]+) tokens/s", proc.stdout)
+    ms_per_step = figure(r"batch 4 with KV cache: .* tokens/s \(([\d.]+) ms per step of 4 tokens\)", proc.stdout)
+    assert 4000 / (ms_per_step + 0.05) - 0.1 <= batch <= 4000 / (ms_per_step - 0.05) + 0.1  # each figure rounded
+    assert abs(figure(r"speedup of the KV cache: ([\d.]+)x", proc.stdout) - cached / uncached) < 0.1  # rounded to 0.1
+    assert abs(figure(r"of a batch of 4 over 4 at batch 1: ([\d.]+)x", proc.stdout) - batch / cached) < 0.1
     assert "same tokens with and without the cache: True" in proc.stdout
 
 

@@ -54,6 +54,17 @@ def test_cached_generation_gives_the_uncached_tokens():
     assert torch.equal(cached, uncached)
 
 
+def test_greedy_samples_of_a_batch_are_the_single_greedy_sample_and_sampled_ones_differ():
+    model = tiny_model()
+    prompt = torch.randint(0, 128, (1, 8), device="cuda")
+    single = model.generate(prompt, 80, temperature=0)  # past block_size 64
+    assert torch.equal(model.generate(prompt, 80, temperature=0, num_samples=10), single.expand(10, -1))
+    sampled = model.generate(prompt, 80, temperature=1.0, num_samples=10)
+    assert len({tuple(row) for row in sampled[:, 8:].tolist()}) == 10
+    with pytest.raises(torch.OutOfMemoryError):  # what sample.py turns into "lower --max_batch_size"
+        model.generate(prompt, 80, num_samples=2 ** 40)
+
+
 @pytest.mark.parametrize("dtype, compile", [("bfloat16", "True"), ("float16", "False")])
 def test_training_on_cuda_lowers_the_loss(char_data_root, tmp_path, dtype, compile):
     shutil.copytree(char_data_root / "data", tmp_path / "data")

@@ -245,9 +245,63 @@ def test_a_prompt_longer_than_block_size_keeps_its_last_block_size_tokens():
     assert out.shape == (1, 53) and out[0, 50] == first[0, 0]
 
 
+def test_each_sample_of_a_prompt_gets_the_single_greedy_samples_tokens():
+    model = tiny_gpt()
+    perturb(model)
+    batch = model.generate(PROMPT, 60, temperature=0, num_samples=3)  # the context slides past 32
+    assert batch.shape == (6, 65)
+    for row, prompt in enumerate(PROMPT):  # the samples of one prompt are adjacent rows
+        single = model.generate(prompt[None], 60, temperature=0)
+        assert torch.equal(batch[3 * row:3 * row + 3], single.expand(3, -1))
+
+
+@pytest.mark.parametrize("max_new_tokens", [20, 60], ids=["within_block_size", "past_block_size"])
+def test_samples_of_one_prompt_differ_and_agree_with_and_without_the_cache(max_new_tokens):
+    model = tiny_gpt()
+    perturb(model)
+    cached, uncached = generate_both_ways(model, max_new_tokens, num_samples=4, temperature=1.3)
+    assert cached.shape == (8, 5 + max_new_tokens) and torch.equal(cached, uncached)
+    assert len({tuple(row) for row in cached[:4, 5:].tolist()}) == 4
+
+
+@pytest.mark.parametrize("prompt_tokens, max_new_tokens, positions", [(5, 10, 14), (5, 60, 32)])
+def test_the_kv_cache_holds_the_rows_and_positions_the_generation_uses(prompt_tokens, max_new_tokens, positions):
+    # the prompt and each new token but the last, never more than block_size (32): not block_size of every model
+    model = tiny_gpt()
+    caches = []  # each layer's attention is called with (x, its KVCache)
+    for block in model.transformer.h:
+        block.attn.register_forward_pre_hook(lambda attn, args: caches.append(args[1]))
+    model.generate(torch.zeros(1, prompt_tokens, dtype=torch.long), max_new_tokens, num_samples=6)
+    kv_cache = {id(c): c for c in caches if c is not None}.values()
+    assert len(kv_cache) == 2 and all(c.k.shape == c.v.shape == (6, 4, positions, 8) for c in kv_cache)
+
+
+@pytest.mark.parametrize("rows", [1, 10, 100])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_computes_nn_linears_numbers_for_any_number_of_rows(rows, bias):
+    # a few rows without autograd take the (W @ x^T)^T way round: the same numbers, in the same layout
+    from model import Linear
+    torch.manual_seed(0)
+    linear = Linear(32, 48, bias=bias)
+    x = torch.randn(rows, 1, 32)
+    with torch.no_grad():
+        y = linear(x)
+        expected = torch.nn.functional.linear(x, linear.weight, linear.bias)
+    assert y.shape == (rows, 1, 48) and y.is_contiguous()
+    assert (y - expected).abs().max().item() < 1e-6
+
+
 def draws(logits, n=2000, **kwargs):
     torch.manual_seed(0)
     return set(sample_next_token(logits.expand(n, -1), **kwargs).flatten().tolist())
+
+
+def test_sampling_draws_each_token_with_its_probability_and_never_an_impossible_one():
+    logits = torch.log(torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0]]))  # ids 1 and 4 cannot be drawn
+    torch.manual_seed(0)
+    counts = sample_next_token(logits.expand(100_000, -1), top_k=None).flatten().bincount(minlength=5)
+    assert counts[1] == counts[4] == 0
+    assert (counts / 100_000 - torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0])).abs().max() < 0.005  # over 3 standard errors
 
 
 def test_temperature_zero_is_greedy():

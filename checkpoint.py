@@ -125,18 +125,22 @@ def check_resumable(checkpoint, path):
 
 
 def model_from_checkpoint(checkpoint, path, **model_args):
-    """The GPT that checkpoint (read from path) holds; model_args (e.g. dropout) override the saved ones."""
+    """The GPT that checkpoint (read from path) holds; model_args (e.g. dropout) override the saved ones. Its
+    weights are the checkpoint's own tensors (load_checkpoint's, mapped from the file), in float32: the model is
+    built on the meta device, so nothing is drawn at random only to be overwritten (seconds for GPT-2)."""
     model_args = {**checkpoint['model_args'], **model_args}
     try:
-        model = GPT(GPTConfig(**model_args))
+        with torch.device('meta'):
+            model = GPT(GPTConfig(**model_args))
     except Exception as e:  # a crafted model_args: unknown keys, wrong types, sizes that overflow
         raise UserError(f"{path} has model_args this model cannot take: {e}")
     try:
-        model.load_state_dict(checkpoint['model'])
+        model.load_state_dict(checkpoint['model'], assign=True)
     except (RuntimeError, TypeError) as e:
         detail = str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else str(e)
         raise UserError(f"the weights in {path} do not fit its model_args {model_args}: {detail}")
-    return model
+    model.transformer.wte.weight = model.lm_head.weight # assign gave the tied weight two Parameters: one again
+    return model.float()
 
 
 def init_model(init_from, checkpoint=None, path=None, model_args=None, dropout=0.0):
@@ -159,13 +163,16 @@ def init_model(init_from, checkpoint=None, path=None, model_args=None, dropout=0
 def load_model(init_from, out_dir):
     """For sampling and evaluation: (model, tokenizer, checkpoint) of init_from, 'resume' reading the checkpoint
     that model_path(out_dir) names and checkpoint None otherwise; the model in eval mode, on the CPU."""
-    checkpoint = path = None
-    if init_from == 'resume':
+    if init_from == 'resume': # the tokenizer first: offline, GPT-2's BPE files can be missing
         path = model_path(out_dir)
         checkpoint = load_checkpoint(path)
-    model = init_model(init_from, checkpoint, path).eval()
-    directory = init_from if init_from != 'resume' and os.path.isdir(init_from) else None
-    return model, model_tokenizer(model.config.vocab_size, checkpoint=checkpoint, directory=directory), checkpoint
+        vocab_size = checkpoint['model_args'].get('vocab_size')
+        tokenizer = model_tokenizer(vocab_size, checkpoint=checkpoint) if type(vocab_size) is int else None
+        model = init_model(init_from, checkpoint, path).eval()
+        return model, tokenizer or model_tokenizer(model.config.vocab_size, checkpoint=checkpoint), checkpoint
+    model = init_model(init_from).eval()
+    directory = init_from if os.path.isdir(init_from) else None
+    return model, model_tokenizer(model.config.vocab_size, directory=directory), None
 
 
 def model_args_of(model):

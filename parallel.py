@@ -8,7 +8,6 @@ import datetime
 import math
 import os
 import sys
-import warnings
 from contextlib import contextmanager
 
 import torch
@@ -73,22 +72,21 @@ def gather(value):
 def building(sharded):
     """Around the construction of a model that shard() will shard (sharded=True): on the meta device, where
     weights have a shape but no memory and draw no random numbers, so that no process ever holds the whole model;
-    shard() gives each process its rows of them. A checkpoint loaded meanwhile is only checked against the model's
-    shapes (load_state_dict copies nothing into a meta tensor, and says so: not a mistake here)."""
+    shard() gives each process its rows of them."""
     if not sharded:
         yield
         return
-    with torch.device('meta'), warnings.catch_warnings():
-        warnings.filterwarnings('ignore', message='for .*: copying from a non-meta parameter')
+    with torch.device('meta'):
         yield
 
 
-def shard(model, device, dtype, seed, weights=None):
+def shard(model, device, dtype, seed):
     """FSDP: shards the weights of each Block, then the rest, over the processes, and moves the shards to device.
     Before the optimizer is made: it must hold the shards. A model built on the meta device (building()) gets its
-    values here, each process its rows only: those of weights (a state dict, e.g. of a checkpoint that
-    load_checkpoint mmap'd: only those rows are read) or else the initial weights that one process draws after
-    torch.manual_seed(seed) (initialise). A whole model (a GPT-2 that every process read) keeps its rows.
+    values here, each process its rows only: the initial weights that one process draws after
+    torch.manual_seed(seed) (initialise). A whole model keeps its rows: a GPT-2 that every process read, or a
+    checkpoint's (checkpoint.model_from_checkpoint: its weights are the file's pages, mapped, so a process reads
+    only the rows it keeps).
     Under FSDP the compute dtype comes from its MixedPrecisionPolicy instead of autocast: dtype for the forward
     and backward, float32 for the gradient reduce-scatter and for the sharded weights, gradients and AdamW state
     that the optimizer steps. float16 keeps its GradScaler: the backward still runs in float16, where small
@@ -110,11 +108,7 @@ def shard(model, device, dtype, seed, weights=None):
         return
     model.to_empty(device=device) # each process's shards, not yet set
     with torch.no_grad():
-        if weights is None:
-            initialise(model, leaves, seed)
-        else:
-            for name, param in model.named_parameters():
-                param.to_local().copy_(my_rows(weights[name]))
+        initialise(model, leaves, seed)
 
 
 def my_rows(tensor):

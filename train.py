@@ -189,7 +189,7 @@ else:
     if init_from != 'scratch': # the vocabulary of GPT-2, or of the tokenizer saved in a transformers directory
         check_vocab(GPT2_VOCAB if init_from in GPT2_MODELS else
                     Tokenizer(init_from).vocab if has_saved_tokenizer(init_from) else None, vocab, dataset, init_from)
-with parallel.building(fsdp and (resumed or init_from == 'scratch')): # FSDP: on the meta device; shard() fills it
+with parallel.building(fsdp and init_from == 'scratch' and not resumed): # FSDP: on the meta device; shard() fills it
     model = init_model('resume' if resumed else init_from, checkpoint, ckpt_path, dropout=dropout,
                        model_args=dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                                        vocab_size=50304 if vocab == GPT2_VOCAB else vocab['vocab_size'])) # 50304:
@@ -225,7 +225,7 @@ if ddp:
     parallel.init_process_group(backend, device, dist_timeout, out_dir)
 if fsdp:
     ctx = nullcontext() # FSDP has its MixedPrecisionPolicy instead
-    parallel.shard(model, device, dtype, seed, checkpoint['model'] if resumed else None) # before the optimizer
+    parallel.shard(model, device, dtype, seed) # before the optimizer is made: it steps the shards
 else:
     model.to(device)
 

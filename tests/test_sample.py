@@ -356,7 +356,6 @@ def test_gpt2_weights_offline_fail_in_one_line_naming_the_local_ways(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="checkpoint.load_model now builds the model before the tokenizer")
 def test_bpe_checkpoint_without_tiktoken_cache_offline_fails_in_one_line_before_building_the_model(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=50304))

@@ -28,6 +28,7 @@ import torch
 
 from configurator import at_least, configure
 from errors import UserError
+from memory import wait_peak_rss
 from model import GPT, GPTConfig
 
 # -----------------------------------------------------------------------------
@@ -67,12 +68,11 @@ def run(command, cwd):
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
     lines = [(time.perf_counter() - t0, line) for line in proc.stdout]
-    _, status, usage = os.wait4(proc.pid, 0) # the resources of this process alone
+    returncode, peak = wait_peak_rss(proc)
     seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise UserError(f"{' '.join(command)} exited {proc.returncode}")
-    return seconds, usage.ru_maxrss * 1024, lines # ru_maxrss is in kB on Linux
+    if returncode != 0:
+        raise UserError(f"{' '.join(command)} exited {returncode}")
+    return seconds, peak, lines
 
 
 def separators(lines, expected, who):
@@ -95,7 +95,7 @@ with tempfile.TemporaryDirectory() as out_dir:
     for turn in range(rounds): # in turns, so that a machine busy with something else slows both alike
         ours, ours_peak, lines = run(ours_command, out_dir)
         separators(lines, num_samples, "sample.py")
-        loaded = next(t for t, line in lines if line.startswith("No meta.pkl found")) # the tokenizer, after the model
+        loaded = next(t for t, line in lines if line.startswith("number of parameters")) # the model, built last
         whole, nanogpt_peak, lines = run(nanogpt_command, nanogpt)
         first, second = separators(lines, 2, "nanoGPT's sample.py")
         one = second - first
@@ -103,7 +103,7 @@ with tempfile.TemporaryDirectory() as out_dir:
         ratios.append(nanogpt_ten / ours)
         ours_times.append(ours)
         nanogpt_times.append(nanogpt_ten)
-        print(f"round {turn + 1}: ours {ours:.1f} s for {num_samples} samples ({loaded:.1f} s to load), "
+        print(f"round {turn + 1}: ours {ours:.1f} s for {num_samples} samples ({loaded:.1f} s to start generating), "
               f"peak {ours_peak / GB:.2f} GB; nanoGPT {whole:.1f} s for 2 ({one:.1f} s the second), "
               f"so {nanogpt_ten:.0f} s for {num_samples}, peak {nanogpt_peak / GB:.2f} GB; {ratios[-1]:.1f}x")
     print(f"{num_samples} samples of {max_new_tokens} tokens, whole processes: ours {statistics.median(ours_times):.1f} s, "

@@ -28,7 +28,6 @@ import json
 import multiprocessing
 import os
 import pickle
-import re
 import shutil
 import signal
 import sys
@@ -44,7 +43,7 @@ from tqdm import tqdm
 
 from errors import UserError, first_line, writing
 from fileio import claim, download, read_text, remove_stale_temps, sync_directory, temp_path, write_atomically
-from tokenizer import gpt2_encoding
+from tokenizer import gpt2_encoding, long_whitespace_cuts
 
 TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 tqdm.monitor_interval = 0  # no monitor thread in the bars: the workers fork from a process without other threads
@@ -64,10 +63,6 @@ GUARD_EVERY = 1000  # the guard compares 1 document in GUARD_EVERY with tiktoken
 GUARD_FIRST_TASKS = 4  # ... and every document of the first file's first tasks (4 MB of text, ~1,000 web documents)
 GUARD_SEED = 1337
 FRESH_CACHE_CHARS = 2**28  # gigatoken's cache of words grows without bound: a new one after this much text
-LONG_RUN = 2**17  # a whitespace run of ~1M characters before a non-space exceeds tiktoken's regex backtracking limit
-# tiktoken's \s: Unicode's White_Space, which is Python's isspace() less the separators \x1c-\x1f
-WHITESPACE = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000'
-LONG_WHITESPACE = re.compile(f'(?<![{WHITESPACE}])[{WHITESPACE}]{{{LONG_RUN},}}(?=[^{WHITESPACE}])')
 SELF_TEST = "It's 2024: <|endoftext|> is text here.\r\n\n  日本語, emoji 😀👍🏽, e\u0301, 1234567 \t end  "
 
 
@@ -86,18 +81,6 @@ def tiktoken_ids(text):
         return gpt2_encoding().encode_to_numpy(text, disallowed_special=())  # tiktoken caches the encoding
     except UnicodeEncodeError:  # lone surrogates: replaced by U+FFFD, as encode_ordinary does
         return tiktoken_ids(text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace'))
-
-
-def long_whitespace_cuts(text):
-    """Where to cut text so that tiktoken can encode each piece alone and give the ids of the whole. Its regex
-    panics on a whitespace run of a million characters before a non-space; such a run is one pretoken less its last
-    character, which begins the next pretoken: a cut before that character leaves every pretoken whole."""
-    # a run of LONG_RUN holds two characters step apart with nothing but whitespace between: look closer only there
-    step = LONG_RUN // 2
-    if not any(text[p] in WHITESPACE and text[p + step] in WHITESPACE and not text[p:p + step].strip(WHITESPACE)
-               for p in range(0, len(text) - step, step)):
-        return []
-    return [m.end() - 1 for m in LONG_WHITESPACE.finditer(text)]
 
 
 _fast = {'tokenizer': None, 'chars': 0}  # this process's gigatoken and how much text it has encoded

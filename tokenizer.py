@@ -9,6 +9,7 @@ GPT2_VOCAB for GPT-2's BPE, the vocabulary of every dataset without a meta.pkl.
 import json
 import os
 import pickle
+import re
 
 from errors import UserError, first_line
 
@@ -87,6 +88,25 @@ def gpt2_encoding():
         raise UserError(f"cannot download GPT-2's BPE files vocab.bpe and encoder.json ({type(e).__name__}); "
                         f"offline, copy tiktoken's cache from a machine that has one and set TIKTOKEN_CACHE_DIR to it, "
                         f"or save {files}")
+
+
+LONG_RUN = 2**17  # a whitespace run of ~1M characters before a non-space exceeds tiktoken's regex backtracking limit
+# tiktoken's \s: Unicode's White_Space, which is Python's isspace() less the separators \x1c-\x1f
+WHITESPACE = '\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000'
+LONG_WHITESPACE = re.compile(f'(?<![{WHITESPACE}])[{WHITESPACE}]{{{LONG_RUN},}}(?=[^{WHITESPACE}])')
+
+
+def long_whitespace_cuts(text):
+    """Where to cut text so that tiktoken can encode each piece alone and give the ids of the whole. Its regex fails
+    (ValueError: backtracking's stack) on a whitespace run of a million characters before a non-space; such a run
+    is one pretoken less its last character, which begins the next pretoken: a cut before that character leaves
+    every pretoken whole."""
+    # a run of LONG_RUN holds two characters step apart with nothing but whitespace between: look closer only there
+    step = LONG_RUN // 2
+    if not any(text[p] in WHITESPACE and text[p + step] in WHITESPACE and not text[p:p + step].strip(WHITESPACE)
+               for p in range(0, len(text) - step, step)):
+        return []
+    return [m.end() - 1 for m in LONG_WHITESPACE.finditer(text)]
 
 
 EOT = '<|endoftext|>'  # GPT-2's one special token, which ends each document
@@ -192,8 +212,13 @@ class Tokenizer:
                             f"nothing can be encoded or decoded with it; run the dataset's prepare.py again")
 
     def encode(self, text):
-        if self.bpe is not None:
-            return self.bpe.encode(text, allowed_special={EOT})
+        if self.bpe is not None: # as tiktoken's encode(text, allowed_special={EOT}) does, but in pieces it can take
+            ids = []
+            for n, part in enumerate(text.split(EOT)):
+                bounds = [0, *long_whitespace_cuts(part), len(part)]
+                ids += [self.bpe.eot_token] * (n > 0) + [i for a, b in zip(bounds, bounds[1:])
+                                                         for i in self.bpe.encode_ordinary(part[a:b])]
+            return ids
         if self.hf is not None:
             try:
                 return self.hf.encode(text)

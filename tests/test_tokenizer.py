@@ -62,7 +62,7 @@ def test_gigatoken_cannot_take_a_lone_surrogate_which_goes_through_tiktoken():
 
 
 def test_a_million_spaces_before_a_word_which_tiktoken_cannot_encode_are_cut_where_pretokens_stay_whole():
-    # tiktoken's regex exceeds its backtracking limit (a panic) on this; the pretokens are a million spaces less
+    # tiktoken's regex exceeds its backtracking limit (a ValueError) on this; the pretokens are a million spaces less
     # one, then ' word', so encoding the two pieces alone gives the ids of the whole
     text = "Some text." + " " * 1_000_000 + "word."
     enc = tiktoken.get_encoding("gpt2")
@@ -109,3 +109,21 @@ def test_the_guard_checks_the_first_files_first_tasks_whole_and_a_seeded_thousan
     sampled = np.concatenate([corpus.guarded(source, task, 1000) for source in (0, 1) for task in range(100, 300)])
     assert 300 < sampled.sum() < 500  # 1 in 1000 of 400,000 documents
     assert np.array_equal(corpus.guarded(1, 7, 1000), corpus.guarded(1, 7, 1000))  # the same in every run
+
+
+@pytest.mark.parametrize("name", EDGE_CASES)
+def test_tokenizer_encodes_as_tiktoken_with_its_end_of_text_token(name):
+    # sample.py's prompts and HellaSwag go through Tokenizer.encode, where '<|endoftext|>' is GPT-2's special token
+    text = EDGE_CASES[name]
+    assert Tokenizer().encode(text) == tiktoken.get_encoding("gpt2").encode(text, allowed_special={"<|endoftext|>"})
+
+
+def test_tokenizer_encodes_a_million_spaces_before_a_word_or_the_end_of_text_token():
+    # a prompt file tiktoken alone fails on; before '<|endoftext|>' the spaces are one pretoken, never cut
+    enc = tiktoken.get_encoding("gpt2")
+    spaces = " " * 1_000_000
+    with pytest.raises(ValueError, match="backtracking"):
+        enc.encode(spaces + "word.")
+    assert Tokenizer().encode(spaces + "word.") == enc.encode_ordinary(spaces[1:]) + enc.encode_ordinary(" word.")
+    assert Tokenizer().encode("a" + spaces + "<|endoftext|>" + spaces + "b") == (
+        enc.encode_ordinary("a" + spaces) + [enc.eot_token] + enc.encode_ordinary(spaces[1:]) + enc.encode_ordinary(" b"))

@@ -102,8 +102,8 @@ class CausalSelfAttention(nn.Module):
 
         # causal self-attention; Self-attend: (B, nh, T, hs) x (B, nh, hs, past + T) -> (B, nh, T, past + T)
         dropout_p = self.dropout if self.training else 0.0
-        if self.flash and past == 0:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        if self.flash and (past == 0 or T == 1): # one new position sees every key: no mask to build
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=past == 0)
         else:
             # query i sits at position past + i and sees keys 0..past + i
             mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)

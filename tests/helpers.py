@@ -155,7 +155,7 @@ def run_in_process(script, *args, cwd, env=None):
     and the message of the UserError it stopped with (None if it ended without one) as .stdout and .error. No
     process to start, so no 2-3 s of importing torch: for the mistakes a script finds before it does any work, and
     for runs whose output tells the result. What the script changes in this process (its excepthook, signal
-    handlers, environment, working directory) is put back, and the folders it claimed are let go, as its end would."""
+    handlers, environment, working directory, sys.path) is put back, and the folders it claimed are let go, as its end would."""
     import contextlib
     import io
     import runpy
@@ -164,11 +164,12 @@ def run_in_process(script, *args, cwd, env=None):
     import fileio
     from errors import UserError
     saved = sys.argv, os.getcwd(), sys.excepthook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    saved_env = dict(os.environ)
+    saved_env, saved_path = dict(os.environ), list(sys.path)
     claimed = set(fileio._claimed)
     stdout, error = io.StringIO(), None
     try:
         sys.argv = [str(REPO / script), *map(str, args)]
+        sys.path.insert(0, str((REPO / script).parent))  # as python does for a script: its own folder first
         os.chdir(cwd)
         os.environ.update(env or {})
         with contextlib.redirect_stdout(stdout):
@@ -184,6 +185,7 @@ def run_in_process(script, *args, cwd, env=None):
         signal.signal(signal.SIGINT, sigint)
         os.environ.clear()
         os.environ.update(saved_env)
+        sys.path[:] = saved_path
     return types.SimpleNamespace(stdout=stdout.getvalue(), error=error)
 
 

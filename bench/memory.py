@@ -6,8 +6,7 @@ How the benchmarks measure memory, from Linux's /proc, in one module:
   them, so the sum over a tree is what the tree really holds. Both are reported.
 - peak_rss(): a process's own exact high-water mark so far, for a process (a torchrun rank) to report its peak at
   the moments it chooses: after building the model, after training.
-- wait_peak_rss(proc): the same high-water mark of a child process (one that starts none at the same time),
-  over its whole life, when it ends.
+- wait_peak_rss(proc): the same high-water mark of a child process's program, followed until it ends.
 """
 
 import os
@@ -66,9 +65,15 @@ def peak_rss(pid='self'):
 
 
 def wait_peak_rss(proc):
-    """Waits for proc (a subprocess.Popen) to end; returns its exit code and the most resident memory (bytes) that
-    it, or any one process it waited for, held at once: the kernel's high-water mark of each (peak_rss's), their
-    maximum, not their sum (for a process tree's, peak_memory)."""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss * 1024  # ru_maxrss is in kB on Linux
+    """Waits for proc (a subprocess.Popen) to end; returns its exit code and the most resident memory (bytes) its
+    program held: its high-water mark (peak_rss's), read every 20 ms, so that only growth in its last 20 ms could be
+    missed. Not wait4's ru_maxrss, which for a child started by fork or vfork also counts its parent's own peak, the
+    pages they shared until the exec."""
+    peak = 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, peak_rss(proc.pid))
+        except (OSError, StopIteration):  # it ended meanwhile (a zombie's status has no VmHWM)
+            pass
+        time.sleep(0.02)
+    return proc.returncode, peak

@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -67,8 +68,11 @@ def run(command, cwd):
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'} # each line as it is printed, not when a pipe's buffer fills
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
-    lines = [(time.perf_counter() - t0, line) for line in proc.stdout]
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend((time.perf_counter() - t0, line) for line in proc.stdout))
+    reader.start() # while this thread follows the process's memory
     returncode, peak = wait_peak_rss(proc)
+    reader.join()
     seconds = time.perf_counter() - t0
     if returncode != 0:
         raise UserError(f"{' '.join(command)} exited {returncode}")

@@ -22,17 +22,18 @@ def bench_memory():
     return module
 
 
-def test_memory_sums_a_process_tree_and_takes_the_highest_of_one_process():
+def test_memory_sums_a_process_tree_and_follows_one_program_alone():
     memory = bench_memory()
     # a parent holding 150 MB while its child holds 200 MB
     parent = [sys.executable, "-c", "import subprocess, sys; held = b'x' * (150 * 2**20); "
                                     f"subprocess.run([sys.executable, '-c', {ALLOCATE_200MB!r}])"]
     returncode, tree_rss, tree_pss = memory.peak_memory(parent)
     assert returncode == 0 and 350 <= tree_pss <= tree_rss < 500, (tree_pss, tree_rss)  # MB: the two at once
+    # in bytes, and not this test process's own peak, which a child shares until its exec (a bug once)
     returncode, peak = memory.wait_peak_rss(subprocess.Popen(parent))
-    assert returncode == 0 and 200 * 2**20 <= peak < 300 * 2**20, peak  # bytes: the child's, the higher of the two
+    assert returncode == 0 and 150 * 2**20 <= peak < 200 * 2**20, peak  # the parent's program, not its child
     returncode, peak = memory.wait_peak_rss(subprocess.Popen([sys.executable, "-c", ALLOCATE_200MB]))
-    assert returncode == 0 and 200 * 2**20 <= peak < 300 * 2**20, peak
+    assert returncode == 0 and 200 * 2**20 <= peak < 250 * 2**20, peak
 
 
 @pytest.mark.slow
@@ -55,16 +56,6 @@ def test_prepare_web_benchmark_prints_the_ratios_the_guard_and_the_peaks(tmp_pat
     peaks = re.findall(r"^peak memory of (.+), --num_proc (\d), all its processes: (\d+) MB RSS", stdout, re.M)
     assert {(who, n) for who, n, _ in peaks} == {(who, n) for who in ("ours", "ours tiktoken", "build-nanogpt")
                                                  for n in ("1", "2")}, stdout
-
-
-@pytest.mark.slow
-def test_fsdp_memory_benchmark_prints_each_process_of_both_modes():
-    stdout = run_script("bench/memory_fsdp.py", "--n_layer=1", "--n_head=2", "--n_embd=64", "--vocab_size=128",
-                        "--iters=1").stdout
-    rows = re.findall(r"^(ddp|fsdp)\s+(\d)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)$", stdout, re.M)
-    assert [(mode, rank) for mode, rank, *_ in rows] == [("ddp", "0"), ("ddp", "1"), ("fsdp", "0"), ("fsdp", "1")]
-    assert all(0 < float(peak) < 2 for *_, peak, _, _ in rows)  # GiB: a tiny model, the torch libraries
-    assert re.search(r"^fsdp/ddp training peak: [\d.]+, above start: [\d.]+$", stdout, re.M), stdout
 
 
 @pytest.mark.slow

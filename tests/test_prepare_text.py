@@ -302,7 +302,7 @@ def children(pid):
 def start_encoding(tmp_path):
     """A gpt2 run on 3.3 MB with two tiktoken workers (a few seconds on 2 cores), once its workers are encoding;
     returns (the process, its arguments, the text)."""
-    text = SHAKESPEARE.read_text(encoding="utf-8") * 3
+    text = SHAKESPEARE.read_text(encoding="utf-8") * 6  # ~6 tasks of ~1 MB
     (tmp_path / "big.txt").write_text(text, encoding="utf-8")
     args = ["--input", tmp_path / "big.txt", "--name", "mine", "--tokenizer", "gpt2", "--num_proc", 2,
             "--bpe", "tiktoken"]
@@ -318,7 +318,10 @@ def start_encoding(tmp_path):
 @pytest.mark.slow
 def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_then_finishes(tmp_path):
     proc, args, text = start_encoding(tmp_path)
+    # stopped, the main process hands out no more tasks: some remain when the worker dies, however busy the machine
+    os.kill(proc.pid, signal.SIGSTOP)
     os.kill(children(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer does
+    os.kill(proc.pid, signal.SIGCONT)
     killed = time.time()
     _, stderr = proc.communicate(timeout=60)
     assert time.time() - killed < 5

@@ -192,7 +192,7 @@ def children(pid):
 
 @pytest.mark.slow
 def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_goes_on(tmp_path):
-    src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=1000)
+    src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=3000)  # 9 tasks of ~1 MB
     args = ["--data_files", src, "--num_proc", 2, "--val_every", 50, "--bpe", "tiktoken"]
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(FINEWEB), "--out_dir", str(out), *map(str, args)],
@@ -200,7 +200,12 @@ def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_
     wait_until(lambda: proc.poll() is not None or (len(children(proc.pid)) == 2 and
                                                    (out / "train.bin.partial").exists() and
                                                    (out / "train.bin.partial").stat().st_size > 0))
+    # stopped at its first task's ids, the main process hands out no more: tasks remain when the worker dies, however
+    # busy the machine (without the stop, a run near its end could finish first)
+    os.kill(proc.pid, signal.SIGSTOP)
+    assert proc.poll() is None, "the run ended before a worker could be killed"
     os.kill(children(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer does
+    os.kill(proc.pid, signal.SIGCONT)
     killed = time.time()
     _, stderr = proc.communicate(timeout=60)
     assert time.time() - killed < 5

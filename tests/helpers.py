@@ -6,9 +6,11 @@ import http.server
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -148,6 +150,42 @@ HELLASWAG_EXAMPLES = [
      "endings": ["jumps into the sink.", "reads a newspaper about plates.",
                  "scrubs each plate with a sponge and rinses it.", "leaves."]},
 ]
+
+
+# ----------------------------------------------------------------------------- worker processes
+
+def children(pid):
+    """The pids of the processes that process pid started (a data script's tokenizer workers)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def rank_pids(pid):
+    """{RANK: pid} of the training processes torchrun started."""
+    ranks = {}
+    for entry in Path('/proc').iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / 'stat').read_text().rsplit(')', 1)[1].split()[1]) == pid:
+                env = dict(v.split('=', 1) for v in (entry / 'environ').read_text().split('\0') if '=' in v)
+                ranks[int(env['RANK'])] = int(entry.name)
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # gone, or not one of ours
+    return ranks
+
+
+def kill_a_worker(proc):
+    """kill -9 of one of the workers of the data script proc (a Popen with stderr piped), as the out-of-memory killer
+    does; returns what proc printed on stderr, and checks that it ended within 5 s. proc is stopped meanwhile: it
+    hands out no more tasks, so tasks remain when the worker dies however busy the machine (without the stop, a run
+    near its end could finish first)."""
+    os.kill(proc.pid, signal.SIGSTOP)
+    assert proc.poll() is None, "the run ended before a worker could be killed"
+    os.kill(children(proc.pid)[0], signal.SIGKILL)
+    os.kill(proc.pid, signal.SIGCONT)
+    killed = time.time()
+    _, stderr = proc.communicate(timeout=60)
+    assert time.time() - killed < 5
+    return stderr
 
 
 def run_in_process(script, *args, cwd, env=None):

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from helpers import REPO, TINY, eval_losses, iter_losses, read_log, torchrun, torchrun_command, train, run_in_process
+from helpers import (REPO, TINY, eval_losses, iter_losses, rank_pids, read_log, run_in_process, torchrun,
+                     torchrun_command, train)
 
 pytestmark = pytest.mark.slow  # torchrun runs: several processes of a few seconds each
 # the same global batch of 2 x 4 rows: 2 micro-steps of one process, or 1 micro-step in each of 2 processes
@@ -89,19 +90,6 @@ def test_nccl_falls_back_to_gloo_on_cpu_with_a_message(runs):
 # -----------------------------------------------------------------------------
 # graceful stop
 
-def children(pid):
-    """{RANK: pid} of the training processes torchrun started."""
-    ranks = {}
-    for entry in Path('/proc').iterdir():
-        try:
-            if entry.name.isdigit() and int((entry / 'stat').read_text().rsplit(')', 1)[1].split()[1]) == pid:
-                env = dict(v.split('=', 1) for v in (entry / 'environ').read_text().split('\0') if '=' in v)
-                ranks[int(env['RANK'])] = int(entry.name)
-        except (OSError, KeyError, ValueError, IndexError):
-            continue  # gone, or not one of ours
-    return ranks
-
-
 def start_and_wait_for_iter(cwd, out_dir, iteration, *args, timeout=120):
     """Starts a long torchrun training; returns it once log.jsonl has reached the given iteration."""
     proc = subprocess.Popen(torchrun_command(out_dir, '--gradient_accumulation_steps=2', '--max_iters=100000',
@@ -119,7 +107,7 @@ def start_and_wait_for_iter(cwd, out_dir, iteration, *args, timeout=120):
 
 def test_sigterm_to_one_process_stops_all_with_a_checkpoint(char_data_root, tmp_path):
     proc = start_and_wait_for_iter(char_data_root, tmp_path, 3)
-    os.kill(children(proc.pid)[1], signal.SIGTERM)
+    os.kill(rank_pids(proc.pid)[1], signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]  # torchrun: every process exited 0
     last = max(iter_losses(read_log(tmp_path)))
@@ -146,7 +134,7 @@ def test_sigterm_to_torchrun_stops_all_with_a_checkpoint(char_data_root, tmp_pat
 @pytest.mark.parametrize('fsdp', [False, True])
 def test_a_stuck_process_stops_the_others_after_dist_timeout(fsdp, char_data_root, tmp_path):
     proc = start_and_wait_for_iter(char_data_root, tmp_path, 3, '--dist_timeout=4', f'--fsdp={fsdp}')
-    ranks = children(proc.pid)
+    ranks = rank_pids(proc.pid)
     os.kill(ranks[1], signal.SIGSTOP)  # alive but silent, as a process stuck in a driver or on a dead node
     stopped_at = time.time()
     try:

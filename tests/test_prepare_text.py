@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tiktoken
 from errors import UserError
-from helpers import REPO, SHAKESPEARE, assert_user_error, listing, mounted
+from helpers import REPO, SHAKESPEARE, assert_user_error, children, kill_a_worker, listing, mounted
 
 
 SCRIPT = REPO / "data" / "prepare_text.py"
@@ -294,11 +294,6 @@ def test_a_read_only_data_dir_is_one_line(tmp_path):
 
 # ---------------------------------------------------------------------------- a dead worker, Ctrl-C, SIGTERM
 
-def children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
 def start_encoding(tmp_path):
     """A gpt2 run on 3.3 MB with two tiktoken workers (a few seconds on 2 cores), once its workers are encoding;
     returns (the process, its arguments, the text)."""
@@ -318,13 +313,7 @@ def start_encoding(tmp_path):
 @pytest.mark.slow
 def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_then_finishes(tmp_path):
     proc, args, text = start_encoding(tmp_path)
-    # stopped, the main process hands out no more tasks: some remain when the worker dies, however busy the machine
-    os.kill(proc.pid, signal.SIGSTOP)
-    os.kill(children(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer does
-    os.kill(proc.pid, signal.SIGCONT)
-    killed = time.time()
-    _, stderr = proc.communicate(timeout=60)
-    assert time.time() - killed < 5
+    stderr = kill_a_worker(proc)
     assert proc.returncode == 1 and stderr == ("error: a tokenizer worker process died (killed by the out-of-memory "
                                                "killer, or by kill -9?); run the same command again\n")
     assert not (tmp_path / "data" / "mine").exists()
@@ -342,7 +331,7 @@ def test_ctrl_c_or_sigterm_ends_the_run_without_tracebacks_and_leaves_nothing(tm
     proc, _, _ = start_encoding(tmp_path)
     workers = children(proc.pid)
     os.killpg(proc.pid, signum) if signum == signal.SIGINT else proc.send_signal(signum)
-    assert proc.communicate(timeout=60)[1] == stderr and proc.returncode == returncode
+    assert (proc.communicate(timeout=60)[1], proc.returncode) == (stderr, returncode)
     assert not (tmp_path / "data" / "mine").exists()  # no temporary files, no folder it made
     time.sleep(0.5)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")], "a worker outlived the run"

@@ -11,28 +11,13 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from helpers import eval_losses, iter_losses, logged_iters, read_log, torchrun, torchrun_command, train
+from helpers import eval_losses, iter_losses, logged_iters, rank_pids, read_log, torchrun, torchrun_command, train
 
 pytestmark = pytest.mark.slow
 
 # dropout: the resumed processes must also get their RNG states back
 ARGS = ['--gradient_accumulation_steps=2', '--max_iters=16', '--eval_interval=8', '--checkpoint_interval=4',
         '--dropout=0.1']
-
-
-def worker_pid(torchrun_pid, rank):
-    """The pid of the train.py process of rank `rank` that torchrun (or its elastic agent) started."""
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            with open(f'/proc/{pid}/environ', 'rb') as f:
-                environ = dict(v.split(b'=', 1) for v in f.read().split(b'\0') if b'=' in v)
-            with open(f'/proc/{pid}/stat') as f:
-                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
-        except OSError:
-            continue
-        if ppid == torchrun_pid and environ.get(b'RANK') == str(rank).encode():
-            return int(pid)
-    return None
 
 
 def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_data_root, tmp_path):
@@ -46,7 +31,7 @@ def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_da
     while max(logged_iters(out_dir), default=0) < 10:  # past the checkpoint of iter 8
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
         time.sleep(0.01)
-    os.kill(worker_pid(proc.pid, rank=1), signal.SIGKILL)
+    os.kill(rank_pids(proc.pid)[1], signal.SIGKILL)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output[-3000:]
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import tiktoken
 from errors import UserError
-from helpers import REPO, SHAKESPEARE, listing
+from helpers import REPO, SHAKESPEARE, children, kill_a_worker, listing
 
 
 FINEWEB = REPO / "data" / "fineweb" / "prepare.py"
@@ -185,11 +185,6 @@ def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identica
     assert listing(out) == ["train.bin", "val.bin"]
 
 
-def children(pid):
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
 @pytest.mark.slow
 def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_goes_on(tmp_path):
     src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=3000)  # 9 tasks of ~1 MB
@@ -200,15 +195,7 @@ def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_
     wait_until(lambda: proc.poll() is not None or (len(children(proc.pid)) == 2 and
                                                    (out / "train.bin.partial").exists() and
                                                    (out / "train.bin.partial").stat().st_size > 0))
-    # stopped at its first task's ids, the main process hands out no more: tasks remain when the worker dies, however
-    # busy the machine (without the stop, a run near its end could finish first)
-    os.kill(proc.pid, signal.SIGSTOP)
-    assert proc.poll() is None, "the run ended before a worker could be killed"
-    os.kill(children(proc.pid)[0], signal.SIGKILL)  # as the out-of-memory killer does
-    os.kill(proc.pid, signal.SIGCONT)
-    killed = time.time()
-    _, stderr = proc.communicate(timeout=60)
-    assert time.time() - killed < 5
+    stderr = kill_a_worker(proc)
     assert proc.returncode == 1 and stderr == ("error: a tokenizer worker process died (killed by the out-of-memory "
                                                "killer, or by kill -9?); run the same command again: it goes on from "
                                                "the last finished source file\n")

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from errors import UserError, first_line, writing
-from fileio import claim, remove_stale_temps, write_atomically
+from fileio import check_unclaimed, claim, remove_stale_temps, write_atomically
 from model import GPT, GPT2_MODELS, GPTConfig
 from tokenizer import model_tokenizer
 
@@ -18,6 +18,7 @@ from tokenizer import model_tokenizer
 # or after an eval that did not improve), that state goes to last.pt, which exists only while it is newer.
 CKPT = 'ckpt.pt'
 LAST = 'last.pt'
+BUSY = "wait for it to end or stop it, or pick another --out_dir"  # for an out_dir that another run holds
 
 
 def model_path(out_dir):
@@ -52,12 +53,21 @@ def checkpoint_to_resume(out_dir, init_from, restart_count, run_id):
     return checkpoint, path
 
 
+def check_out_dir(out_dir):
+    """At the start, before anything is loaded or written: out_dir is a directory or nothing yet, and no other run
+    holds it (take_out_dir makes it this run's later, once the config is known to be fine)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
+    if os.path.isdir(out_dir):
+        check_unclaimed(out_dir, BUSY)
+
+
 def take_out_dir(out_dir, new_run):
     """Makes out_dir this process's (fileio.claim) and clears what killed runs left there; a new_run (not resumed)
     first moves an earlier run's checkpoints aside. Only once the config is known to be fine: this writes."""
     with writing(out_dir, "pick another --out_dir"):
         os.makedirs(out_dir, exist_ok=True)
-    claim(out_dir, "wait for it to end or stop it, or pick another --out_dir")
+    claim(out_dir, BUSY)
     for path in remove_stale_temps(os.path.join(out_dir, CKPT)) + remove_stale_temps(os.path.join(out_dir, LAST)):
         print(f"removed {path}, a checkpoint whose writer was killed")
     earlier = set_aside(out_dir) if new_run else None

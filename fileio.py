@@ -119,11 +119,7 @@ def claim(directory, advice):
     with writing(path, "nothing was written there"):
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
-                raise UserError(f"{directory} is in use by {holder}; {advice}") from None
+            lock_or_refuse(fd, directory, advice)
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since "
                           f"{time.strftime('%Y-%m-%d %H:%M:%S')})".encode(), 0)
@@ -131,3 +127,27 @@ def claim(directory, advice):
             os.close(fd)
             raise
     _claimed[os.path.abspath(directory)] = fd
+
+
+def check_unclaimed(directory, advice):
+    """Raises claim()'s UserError if another process holds directory, and changes nothing: for a run's first
+    seconds, so that a busy out_dir is said before minutes of loading, not after."""
+    if os.path.abspath(directory) in _claimed:
+        return
+    try:
+        fd = os.open(os.path.join(directory, LOCK), os.O_RDONLY)
+    except OSError:  # no lock file, so never claimed (or unreadable: claim() will say so when it writes)
+        return
+    try:
+        lock_or_refuse(fd, directory, advice)
+    finally:
+        os.close(fd)  # and with it the lock, if it was free
+
+
+def lock_or_refuse(fd, directory, advice):
+    """Takes the flock of directory's lock file fd, or raises a UserError naming the process that holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors='replace').strip() or "another process"
+        raise UserError(f"{directory} is in use by {holder}; {advice}") from None

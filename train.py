@@ -41,8 +41,8 @@ import torch.distributed as dist
 import eval_hellaswag
 import hardware
 import parallel
-from checkpoint import (CKPT, LAST, checkpoint_to_resume, init_model, model_args_of, rng_state, save_checkpoint,
-                        set_rng_state, take_out_dir)
+from checkpoint import (CKPT, LAST, check_out_dir, checkpoint_to_resume, init_model, model_args_of, rng_state,
+                        save_checkpoint, set_rng_state, take_out_dir)
 from configurator import at_least, configure, fraction
 from dataloader import check_dataset, epochs_ended, get_batch
 from errors import UserError, first_line, writing
@@ -131,8 +131,7 @@ if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
 fsdp = fsdp and ddp # one process has nothing to shard over
-if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
+check_out_dir(out_dir) # at once: a file, or another run's, is said before minutes of loading
 if wandb_log:
     try:
         import wandb

@@ -33,9 +33,11 @@ def test_a_second_run_in_a_busy_out_dir_is_refused_and_the_first_goes_on(char_da
     first = start(char_data_root, tmp_path, '--max_iters=100000', '--eval_interval=5')
     try:
         wait_for_iter(first, tmp_path, 6)  # past its first checkpoint
-        error = run_in_process('train.py', *TINY, f'--out_dir={tmp_path}', '--eval_only=True', cwd=char_data_root).error
-        assert error.startswith(f"{tmp_path} is in use by process {first.pid} on {socket.gethostname()} (since ")
-        assert error.endswith("; wait for it to end or stop it, or pick another --out_dir")
+        second = run_in_process('train.py', *TINY, f'--out_dir={tmp_path}', '--eval_only=True', '--init_from=resume',
+                                cwd=char_data_root)
+        assert second.error.startswith(f"{tmp_path} is in use by process {first.pid} on {socket.gethostname()} (since ")
+        assert second.error.endswith("; wait for it to end or stop it, or pick another --out_dir")
+        assert "Resuming" not in second.stdout and "number of parameters" not in second.stdout  # refused at once
         first.send_signal(signal.SIGTERM)
         out, err = first.communicate(timeout=120)
     finally:

@@ -131,7 +131,8 @@ def claim(directory, advice):
 
 def check_unclaimed(directory, advice):
     """Raises claim()'s UserError if another process holds directory, and changes nothing: for a run's first
-    seconds, so that a busy out_dir is said before minutes of loading, not after."""
+    seconds, so that a busy out_dir is said before minutes of loading, not after. By the one process that will
+    claim it: it takes the lock for a moment, which a second process checking or claiming would meet."""
     if os.path.abspath(directory) in _claimed:
         return
     try:

@@ -131,7 +131,8 @@ if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
 fsdp = fsdp and ddp # one process has nothing to shard over
-check_out_dir(out_dir) # at once: a file, or another run's, is said before minutes of loading
+if master_process: # at once: a file, or another run's, is said before minutes of loading
+    check_out_dir(out_dir)
 if wandb_log:
     try:
         import wandb

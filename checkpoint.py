@@ -9,7 +9,9 @@ import numpy as np
 import torch
 
 from errors import UserError, first_line, writing
-from fileio import check_unclaimed, claim, remove_stale_temps, write_atomically
+from configurator import inherit
+from fileio import (check_directory_path, check_unclaimed, claim, commit, open_snapshot, read_directory,
+                    remove_stale_temps, write_atomically)
 from model import GPT, GPT2_MODELS, GPTConfig
 from tokenizer import model_tokenizer
 
@@ -21,43 +23,92 @@ LAST = 'last.pt'
 BUSY = "wait for it to end or stop it, or pick another --out_dir"  # for an out_dir that another run holds
 
 
+def open_checkpoint(out_dir, newest):
+    """(path, open file or None) of a checkpoint in out_dir as its last committed change left it (fileio.open_snapshot,
+    so a killed save never shows): with newest, the training state to resume, last.pt when there is one, else
+    ckpt.pt; else the model to sample, export or evaluate, ckpt.pt, or last.pt before there is a ckpt.pt."""
+    files = open_snapshot(out_dir, [CKPT, LAST])
+    name = (LAST if files[LAST] else CKPT) if newest else (CKPT if files[CKPT] or not files[LAST] else LAST)
+    for other, f in files.items():
+        if other != name and f is not None:
+            f.close()
+    return os.path.join(out_dir, name), files[name]
+
+
 def model_path(out_dir):
-    """The checkpoint whose model to sample, export or evaluate: ckpt.pt, or last.pt if there is no ckpt.pt yet."""
-    ckpt, last = os.path.join(out_dir, CKPT), os.path.join(out_dir, LAST)
-    return last if os.path.exists(last) and not os.path.exists(ckpt) else ckpt
+    """The checkpoint whose model to sample, export or evaluate (see open_checkpoint)."""
+    path, f = open_checkpoint(out_dir, newest=False)
+    if f is not None:
+        f.close()
+    return path
 
 
-def resume_path(out_dir):
-    """The checkpoint to resume training from: the newest state, last.pt when there is one, else ckpt.pt."""
-    last = os.path.join(out_dir, LAST)
-    return last if os.path.exists(last) else os.path.join(out_dir, CKPT)
-
-
-def save_checkpoint(checkpoint, path, advice=""):
-    """Writes checkpoint to path atomically: a crash at any moment leaves the old checkpoint or the new one, whole.
-    A full disk ends in one line, followed by advice (which checkpoint is kept)."""
-    write_atomically(path, lambda f: torch.save(checkpoint, f), advice)
+def save_checkpoint(checkpoint, out_dir, name, advice=""):
+    """Writes checkpoint to out_dir/name atomically: a crash at any moment leaves the old checkpoint or the new one,
+    whole. A new ckpt.pt removes last.pt (older now) in the same change, so that no crash leaves a last.pt for resume
+    to go back to. A full disk ends in one line, followed by advice (which checkpoint is kept)."""
+    write_atomically(os.path.join(out_dir, name), lambda f: torch.save(checkpoint, f), advice,
+                     removals=[LAST] if name == CKPT else [])
 
 
 def checkpoint_to_resume(out_dir, init_from, restart_count, run_id):
-    """(checkpoint, path): the training state to go on from, or None to start anew. init_from='resume' reads
-    resume_path(out_dir); a process that torchrun restarted after another died reads it too, if it is this run's
-    own (its provenance names run_id): else the run died before its first checkpoint, and starts again."""
-    path = resume_path(out_dir)
-    if init_from != 'resume' and not (restart_count > 0 and os.path.exists(path)):
+    """(checkpoint, path): the training state to go on from, or None to start anew. init_from='resume' reads the
+    newest state in out_dir (open_checkpoint); a process that torchrun restarted after another died reads it too,
+    if it is this run's own (its provenance names run_id): else the run died before its first checkpoint, and
+    starts again."""
+    path, f = open_checkpoint(out_dir, newest=True)
+    if init_from != 'resume' and not (restart_count > 0 and f is not None):
+        if f is not None:
+            f.close()
         return None, path
-    checkpoint = load_checkpoint(path) # to CPU: the model and the optimizer move their state to the device
+    checkpoint = load_checkpoint(path, f or no_checkpoint(path)) # to CPU: the model and the optimizer move their
+                                                                 # state to the device
     if init_from != 'resume' and checkpoint.get('provenance', {}).get('run_id') != run_id:
         return None, path
     check_resumable(checkpoint, path)
     return checkpoint, path
 
 
+SHAPE = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')  # a resumed model's: the checkpoint's, as in nanoGPT
+MACHINE = ('device', 'dtype', 'compile', 'backend', 'dist_timeout')  # this machine's, not the checkpoint's
+
+
+def resume_settings(checkpoint, path, namespace, config):
+    """A resumed run goes on with its own settings, which its checkpoint records (ours and nanoGPT's), under what a
+    config file or the command line gives (config.given); the machine's settings are this machine's, and the model's
+    shape is the checkpoint's. Updates namespace and config; returns the notes that say what came from where."""
+    saved = {k: v for k, v in (checkpoint.get('config') or {}).items() if k not in ('out_dir', 'init_from')}
+    notes = []
+    inherited = inherit(namespace, config, saved, f"the config of {path}", keep=MACHINE)
+    if inherited:
+        notes.append("resuming with the run's own settings: " + ", ".join(f"{k}={v!r}" for k, v in inherited.items()))
+    changed = {k: (saved[k], config[k]) for k in config.given if k in saved and saved[k] != config[k]}
+    if changed:
+        notes.append("changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    shape = {k: checkpoint['model_args'][k] for k in SHAPE}
+    ignored = ", ".join(f"{k}={v} (not {config[k]})" for k, v in shape.items() if config[k] != v)
+    if ignored:
+        notes.append(f"a resumed run keeps its model's shape: {ignored}")
+    namespace.update(shape)
+    config.update(shape) # the checkpoints and the log record what runs
+    return notes
+
+
+def run_so_far(checkpoint, tokens_per_iter):
+    """(iter_num, best_val_loss, best_iter, tokens trained on, tokens an iteration) of the run checkpoint holds.
+    nanoGPT's record no tokens: worked out from its config's batch (else from tokens_per_iter, this run's)."""
+    saved = checkpoint.get('config') or {}
+    then = saved.get('gradient_accumulation_steps', 0) * saved.get('batch_size', 0) * \
+        checkpoint['model_args']['block_size'] or tokens_per_iter
+    iter_num = checkpoint['iter_num']
+    return (iter_num, float(checkpoint['best_val_loss']), checkpoint.get('best_iter'), # nanoGPT saved a tensor
+            checkpoint.get('tokens', iter_num * then), then)
+
+
 def check_out_dir(out_dir):
     """At the start, before anything is loaded or written: out_dir is a directory or nothing yet, and no other run
     holds it (take_out_dir makes it this run's later, once the config is known to be fine)."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError(f"out_dir={out_dir} is a file, not a directory; pick another --out_dir")
+    check_directory_path(out_dir, 'out_dir')
     if os.path.isdir(out_dir):
         check_unclaimed(out_dir, BUSY)
 
@@ -72,42 +123,59 @@ def take_out_dir(out_dir, new_run):
         print(f"removed {path}, a checkpoint whose writer was killed")
     earlier = set_aside(out_dir) if new_run else None
     if earlier:
-        print(f"moved the earlier run's checkpoints to {earlier} rather than overwrite them; delete them when you "
-              f"no longer need them")
+        print(f"moved the earlier run's checkpoints (and its pictures and export) to {earlier} rather than overwrite "
+              f"them; delete them when you no longer need them")
+
+
+EXPORT_MARKER = 'nanogpt_export.json'  # export.py's, in every export: the files it wrote
+# what plot.py and export.py made of a run beside its checkpoints: they describe the earlier run's model
+DESCRIPTIONS = ('loss.png', 'bpb.png', 'hf')
 
 
 def set_aside(out_dir):
-    """Moves the checkpoints of an earlier run in out_dir into out_dir/earlier/<their time>/, so that a new run
-    never overwrites them; returns that folder, or None when there were none."""
-    paths = [os.path.join(out_dir, name) for name in (CKPT, LAST) if os.path.exists(os.path.join(out_dir, name))]
-    if not paths:
+    """Moves the checkpoints of an earlier run in out_dir into out_dir/earlier/<their time>/, together (a commit) with
+    its pictures and export (DESCRIPTIONS), so that a new run never overwrites them and nothing beside the new
+    checkpoints describes the earlier model; returns that folder, or None when there were no checkpoints."""
+    names = [name for name in (CKPT, LAST) if os.path.exists(os.path.join(out_dir, name))]
+    if not names:
         return None
-    stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(max(os.path.getmtime(p) for p in paths)))
-    folder = os.path.join(out_dir, 'earlier', stamp)
-    while os.path.exists(folder):
+    stamp = time.strftime('%Y%m%d-%H%M%S', time.localtime(max(os.path.getmtime(os.path.join(out_dir, name))
+                                                               for name in names)))
+    names += [name for name in DESCRIPTIONS if os.path.isfile(os.path.join(out_dir, name))
+              or os.path.isfile(os.path.join(out_dir, name, EXPORT_MARKER))]
+    folder = os.path.join('earlier', stamp)
+    while os.path.exists(os.path.join(out_dir, folder)):
         folder += '+'
-    os.makedirs(folder)
-    for path in paths:
-        os.rename(path, os.path.join(folder, os.path.basename(path)))
-    return folder
+    commit(out_dir, {name: os.path.join(folder, name) for name in names})
+    return os.path.join(out_dir, folder)
 
 
-def load_checkpoint(path):
-    """Reads a checkpoint of ours or nanoGPT's to CPU, tensors and plain data only (no code is run).
-    Model keys lose the '_orig_mod.' prefix that a torch.compile'd model's state dict has."""
-    if not os.path.isfile(path):
-        raise UserError(f"no checkpoint at {path}; train one first or point --out_dir at the run's directory")
+def no_checkpoint(path):
+    raise UserError(f"no checkpoint at {path}; train one first or point --out_dir at the run's directory")
+
+
+def load_checkpoint(path, f=None):
+    """Reads a checkpoint of ours or nanoGPT's to CPU, tensors and plain data only (no code is run): the file at
+    path, or f, path's file opened already (see open_checkpoint). Model keys lose the '_orig_mod.' prefix that a
+    torch.compile'd model's state dict has."""
+    if f is None and not os.path.isfile(path):
+        no_checkpoint(path)
+    # the open file by a name of its own, which stays its whatever replaces path meanwhile
+    source = path if f is None else f"/dev/fd/{f.fileno()}"
     try:
         try:
             # mmap: the processes of a torchrun share the file's pages instead of each holding a copy
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+            checkpoint = torch.load(source, map_location='cpu', weights_only=True, mmap=True)
         except RuntimeError as e:
             if 'mmap can only be used with files saved with' not in str(e):
                 raise
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True) # torch's format before 1.6
+            checkpoint = torch.load(source, map_location='cpu', weights_only=True) # torch's format before 1.6
     except Exception as e:
         raise UserError(f"cannot read checkpoint {path} ({first_line(e)}); it is truncated or not a checkpoint"
                         f"{beside_hint(path)}")
+    finally:
+        if f is not None:
+            f.close() # the mapping keeps what it needs
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('model'), dict) \
             or not isinstance(checkpoint.get('model_args'), dict):
         raise UserError(f"{path} is not a nanoGPT checkpoint: it has no 'model' and 'model_args'{beside_hint(path)}")
@@ -172,17 +240,21 @@ def init_model(init_from, checkpoint=None, path=None, model_args=None, dropout=0
 
 def load_model(init_from, out_dir):
     """For sampling and evaluation: (model, tokenizer, checkpoint) of init_from, 'resume' reading the checkpoint
-    that model_path(out_dir) names and checkpoint None otherwise; the model in eval mode, on the CPU."""
+    that open_checkpoint(out_dir) gives and checkpoint None otherwise; the model in eval mode, on the CPU."""
     if init_from == 'resume': # the tokenizer first: offline, GPT-2's BPE files can be missing
-        path = model_path(out_dir)
-        checkpoint = load_checkpoint(path)
+        path, f = open_checkpoint(out_dir, newest=False)
+        checkpoint = load_checkpoint(path, f or no_checkpoint(path))
         vocab_size = checkpoint['model_args'].get('vocab_size')
         tokenizer = model_tokenizer(vocab_size, checkpoint=checkpoint) if type(vocab_size) is int else None
         model = init_model(init_from, checkpoint, path).eval()
         return model, tokenizer or model_tokenizer(model.config.vocab_size, checkpoint=checkpoint), checkpoint
-    model = init_model(init_from).eval()
     directory = init_from if os.path.isdir(init_from) else None
-    return model, model_tokenizer(model.config.vocab_size, directory=directory), None
+
+    def read():
+        model = init_model(init_from).eval()
+        return model, model_tokenizer(model.config.vocab_size, directory=directory), None
+    # an export (a directory) is replaced whole, in one rename: its model and tokenizer are read from one of them
+    return read_directory(directory, read) if directory else read()
 
 
 def model_args_of(model):

@@ -1,13 +1,11 @@
 """
-Text to training data, for every data script: GPT-2 ids as uint16 (each document closed by <|endoftext|>, 50256)
-or character ids, written as the train.bin, val.bin and meta.pkl that train.py reads.
+Text to training data, for every data script: BPE ids as uint16 (GPT-2's, each document closed by <|endoftext|>,
+50256, or those of a BPE trained on the text) or character ids, written as the train.bin, val.bin and meta.pkl that
+train.py reads. The tokenizers themselves, and how a vocabulary is stored, are tokenizer.py's.
 
-- The BPE: tiktoken's GPT-2 encoding is the reference; gigatoken, where it is installed, gives the same ids 10-20x
-  faster (--bpe auto|gigatoken|tiktoken). A document gigatoken cannot take goes through tiktoken, and a guard
-  compares gigatoken's ids with tiktoken's as the run goes: every document of the first GUARD_FIRST_TASKS tasks of
-  the first file, and a seeded 1 in GUARD_EVERY of the others. A mismatch stops the run in one line.
-- Workers: texts are encoded in worker processes on all cores (map_in_order), handed back in order. A worker that
-  dies (the out-of-memory killer, kill -9) ends the run in one line; Ctrl-C is the main process's alone.
+- Workers: texts are encoded in worker processes on all cores (map_in_order) with the run's tokenizer.ExactBPE
+  (gigatoken checked against tiktoken, or tiktoken), handed back in order. A worker that dies (the out-of-memory
+  killer, kill -9) ends the run in one line; Ctrl-C is the main process's alone.
 - Writing: every output is built under a temp name and all move in together at the end (new_dataset, move_in), so
   a failed run leaves the earlier dataset whole; a full disk or a read-only folder ends in one line.
 - The scripts' command line (parse_args), their input files (find_files) and the web datasets' job
@@ -19,7 +17,6 @@ nanoGPT users type it, from any directory.
 """
 
 import argparse
-import base64
 import ctypes
 import functools
 import glob
@@ -27,164 +24,45 @@ import itertools
 import json
 import multiprocessing
 import os
-import pickle
+import queue
 import shutil
 import signal
 import sys
-import tempfile
+import threading
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
 
+import tokenizer
 from errors import UserError, first_line, writing
-from fileio import claim, download, read_text, remove_stale_temps, sync_directory, temp_path, write_atomically
-from tokenizer import gpt2_encoding, long_whitespace_cuts
+from fileio import (check_directory_path, claim, commit, download, read_record, read_text, remove_stale_temps, temp_path,
+                    write_atomically)
 
 TINY_SHAKESPEARE_URL = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
 tqdm.monitor_interval = 0  # no monitor thread in the bars: the workers fork from a process without other threads
 
-EOT = 50256
 SPLITS = ('train', 'val')
 TASK_BYTES = 2**20  # text a worker encodes per task: ~250k tokens, a fraction of a second
 BATCH_DOCUMENTS = 256  # documents a worker holds as Python strings at a time
 MAX_CHAR_VOCAB = 2**16  # char ids 0..65535 fit in uint16
 PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal for this process when its parent dies
 
-# ----------------------------------------------------------------------------- the BPE: tiktoken and gigatoken
-
-BPES = ('auto', 'gigatoken', 'tiktoken')
-GIGATOKEN = 'gigatoken==0.10.0'  # the version whose differences from tiktoken are measured and handled here
-GUARD_EVERY = 1000  # the guard compares 1 document in GUARD_EVERY with tiktoken ...
-GUARD_FIRST_TASKS = 4  # ... and every document of the first file's first tasks (4 MB of text, ~1,000 web documents)
-GUARD_SEED = 1337
-FRESH_CACHE_CHARS = 2**28  # gigatoken's cache of words grows without bound: a new one after this much text
-SELF_TEST = "It's 2024: <|endoftext|> is text here.\r\n\n  日本語, emoji 😀👍🏽, e\u0301, 1234567 \t end  "
-
-
-class Mismatch(UserError):
-    """gigatoken's ids for a document are not tiktoken's."""
-
-
-def tiktoken_ids(text):
-    """The reference: tiktoken's GPT-2 ids of text as encode_ordinary gives them ('<|endoftext|>' in it is text),
-    as uint32, for any text tiktoken's own encode_ordinary takes and for the few it cannot."""
-    cuts = long_whitespace_cuts(text)
-    if cuts:  # encoded in pieces that tiktoken can take, which give the ids of the whole
-        bounds = [0, *cuts, len(text)]
-        return np.concatenate([tiktoken_ids(text[a:b]) for a, b in zip(bounds, bounds[1:])])
-    try:
-        return gpt2_encoding().encode_to_numpy(text, disallowed_special=())  # tiktoken caches the encoding
-    except UnicodeEncodeError:  # lone surrogates: replaced by U+FFFD, as encode_ordinary does
-        return tiktoken_ids(text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace'))
-
-
-_fast = {'tokenizer': None, 'chars': 0}  # this process's gigatoken and how much text it has encoded
-
-
-def fast_tokenizer():
-    """gigatoken's GPT-2 BPE, built from tiktoken's ranks with no special token (so that '<|endoftext|>' in a text
-    is text, as in encode_ordinary). Built anew after FRESH_CACHE_CHARS of text to drop its cache of words."""
-    if _fast['tokenizer'] is None or _fast['chars'] > FRESH_CACHE_CHARS:
-        import gigatoken
-        ranks = gpt2_encoding()._mergeable_ranks
-        with tempfile.NamedTemporaryFile(suffix='.tiktoken') as f:  # gigatoken reads ranks from a file only
-            f.write(b''.join(base64.b64encode(token) + b' %d\n' % rank for token, rank in ranks.items()))
-            f.flush()
-            _fast['tokenizer'] = None  # the old cache goes before the new tokenizer grows its own
-            _fast['tokenizer'] = gigatoken.Tokenizer.from_tiktoken(f.name, pretokenizer='gpt2', special_tokens={})
-        _fast['chars'] = 0
-    return _fast['tokenizer']
-
-
-def gigatoken_ids(text):
-    """gigatoken's ids of text (uint32), one text at a time: its batch calls return awkward arrays, and importing
-    awkward starts a thread (jemalloc's), after which a fork could deadlock the worker processes."""
-    ids = fast_tokenizer().encode(text)
-    _fast['chars'] += len(text)
-    return ids
-
-
-def bpe_ids(texts, bpe):
-    """The GPT-2 ids of each text with bpe ('gigatoken' or 'tiktoken'), as uint32 arrays."""
-    if bpe == 'tiktoken':
-        return [tiktoken_ids(text) for text in texts]
-    arrays = []
-    for text in texts:
-        try:
-            arrays.append(gigatoken_ids(text))
-        except Exception:  # a text gigatoken cannot take (a lone surrogate, say) goes through tiktoken
-            arrays.append(tiktoken_ids(text))
-    return arrays
-
-
-def choose_bpe(bpe):
-    """The BPE that --bpe names, checked in this process before any worker starts: 'auto' is gigatoken where it is
-    installed and gives tiktoken's ids, else tiktoken."""
-    reference = tiktoken_ids(SELF_TEST)  # without the BPE files, fail here in one line
-    if bpe == 'tiktoken':
-        return bpe
-    try:
-        if np.array_equal(gigatoken_ids(SELF_TEST), reference):
-            return 'gigatoken'
-        problem = "it gives other ids than tiktoken on a test text"
-    except ImportError as e:
-        if bpe == 'auto':
-            return 'tiktoken'  # not installed: quietly
-        problem = f"it is not installed ({e})"
-    except Exception as e:
-        problem = f"it fails on a test text ({first_line(e)})"
-    if bpe == 'gigatoken':
-        raise UserError(f"--bpe gigatoken: {problem}; pip install {GIGATOKEN}, or use --bpe tiktoken")
-    print(f"not using gigatoken: {problem}")
-    return 'tiktoken'
-
-
-def guarded(source, task, n):
-    """Which of the n documents of a task (the task-th of file number source) the guard compares with tiktoken:
-    all in the first file's first GUARD_FIRST_TASKS tasks, else a seeded 1 in GUARD_EVERY. It depends on the task
-    alone, so the same documents are compared whatever --num_proc and however often the run was resumed."""
-    if source == 0 and task < GUARD_FIRST_TASKS:
-        return np.ones(n, dtype=bool)
-    return np.random.default_rng((GUARD_SEED, source, task)).random(n) < 1 / GUARD_EVERY
-
-
-def check_against_tiktoken(texts, arrays, checked, where):
-    """Raises a Mismatch naming (where(k)) the first text k of those checked whose ids are not tiktoken's."""
-    for k in np.flatnonzero(checked):
-        got, want = arrays[k], tiktoken_ids(texts[k])
-        if not np.array_equal(got, want):
-            i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-            raise Mismatch(f"gigatoken's ids differ from tiktoken's in {where(k)} (at token {i} of "
-                           f"{len(want)}): gigatoken cannot be trusted on this data")
-
-
-def encode_texts(texts, ends, bpe='tiktoken', source=0, task=0, label='', first_row=None):
-    """The GPT-2 ids of texts, concatenated, with EOT after each text whose `ends` is true (uint16); and each text's
-    number of tokens, EOT included (int64). gigatoken's ids are checked by the guard (see guarded) for the task-th
-    task of file number source; a mismatch names the file (label) and the text's row in it (first_row + k)."""
-    texts = [text or '' for text in texts]  # a parquet null is an empty document
-    arrays = bpe_ids(texts, bpe)
-    if bpe == 'gigatoken':
-        check_against_tiktoken(texts, arrays, guarded(source, task, len(texts)),
-                               lambda k: label if first_row is None else f"row {first_row + k} of {label}")
-    ends = np.fromiter(ends, dtype=bool, count=len(texts))
-    lengths = np.array([len(ids) for ids in arrays], dtype=np.int64)
-    ids = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.uint32)
-    ids = np.insert(ids, np.cumsum(lengths)[ends], EOT)  # before the next text's first id: after text k
-    return ids.astype(np.uint16), lengths + ends
-
-
 # ----------------------------------------------------------------------------- worker processes
 
-def quiet_worker():
+_bpe = None  # a worker's tokenizer.ExactBPE, which worker_pool gives it
+
+
+def quiet_worker(bpe=None):
     """Each worker's start: Ctrl-C is for the main process, which ends the workers; SIGTERM ends a worker at once,
     and so does the main process's death (kill -9, the out-of-memory killer), after which a worker would wait for
-    work for ever, holding the output folder's lock (see fileio.claim) that it inherited."""
+    work for ever, holding the output folder's lock (see fileio.claim) that it inherited. bpe: the ExactBPE that
+    the worker's tasks encode with."""
+    global _bpe
+    _bpe = bpe
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform == 'linux':
@@ -194,57 +72,165 @@ def quiet_worker():
 
 
 @contextmanager
-def worker_pool(num_proc):
-    """num_proc worker processes. A multiprocessing.Pool would replace a dead worker and leave its task unfinished
-    for ever, and could not end the others (its terminate() waits on a lock the dead one may hold); this pool fails
-    every task left when one dies, and ends the rest. When the block ends, tasks not started are dropped."""
+def worker_pool(num_proc, bpe=None):
+    """num_proc worker processes, each with a connection of its own (a socket pair), for map_in_order, whose
+    tasks encode with bpe (see encode_texts). A worker that
+    dies (kill -9, the out-of-memory killer) closes its own connection, even in the middle of a result: the main
+    process meets the end of that connection, never half a message it would wait on for ever, as it can on the
+    one pipe that concurrent.futures' and multiprocessing's pools share between all their workers (seen here once in
+    twenty kills: a worker killed while it sent a result). When the block ends, the workers are ended."""
     # forked where the system allows it: a worker starts in no time with what this process loaded (the BPE, its
     # warm-up). Safe as long as this process has no other thread, which could hold a lock at the fork (see
-    # gigatoken_ids): the pool forks all its workers at its first task, before its own thread starts
+    # tokenizer.ExactBPE.fast_ids): all workers are forked here, before the caller starts one
     context = multiprocessing.get_context('fork' if sys.platform == 'linux' else None)
-    pool = ProcessPoolExecutor(num_proc, mp_context=context, initializer=quiet_worker)
+    workers = []
     try:
-        pool.submit(int).result()  # that first task: the workers are forked now, before the caller starts a thread
-        yield pool
+        for _ in range(num_proc):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=serve, args=(theirs, bpe), daemon=True)
+            held = start_holding_ctrl_c(process)
+            workers.append((process, ours))
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C now finds the worker in workers
+            theirs.close()  # the worker's end is the worker's alone: its death ends the connection
+        yield workers
     finally:
-        pool.shutdown(cancel_futures=True)  # the workers end once their task at hand is done
+        for process, connection in workers:
+            connection.close()  # no more work: a worker ends at its next task
+            process.kill()  # or at once, with what it had at hand (the tasks not started are dropped)
+        for process, _ in workers:
+            process.join()
 
 
-def map_in_order(pool, function, tasks, num_proc, advice):
-    """Yields (task, function(*task)) for each task (a tuple of arguments), in order, computed by pool's num_proc
-    processes (see worker_pool). A worker that dies ends it in one line, with advice on how to go on."""
-    # pool.map would read the whole input ahead into its queue; this keeps two tasks per worker in flight, so
-    # memory stays bounded however slow the workers
-    in_flight = deque()
+def start_holding_ctrl_c(process):
+    """process.start(), with Ctrl-C held back from this process until the caller gives back the signal mask this
+    returns: a KeyboardInterrupt between the fork and the caller's record of the process (seen once in CI) would leave
+    the child running after the run ended. The child inherits the held Ctrl-C, which quiet_worker then ignores."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        for task in tasks:
-            in_flight.append((task, pool.submit(function, *task)))
-            if len(in_flight) >= 2 * num_proc:
-                task, future = in_flight.popleft()
-                yield task, future.result()
-        while in_flight:
-            task, future = in_flight.popleft()
-            yield task, future.result()
-    except BrokenProcessPool:  # from a task's result or from the next submit
-        raise UserError(f"a tokenizer worker process died (killed by the out-of-memory killer, or by kill -9?); "
-                        f"{advice}") from None
+        process.start()
+    except BaseException:  # no fork (out of memory): Ctrl-C as before
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        raise
+    return held
+
+
+def serve(connection, bpe):
+    """A worker: runs each (function, args) that comes on connection and sends back (True, function(*args)), or
+    (False, the exception it raised). A thread of its own reads the tasks as they come, so that the main process
+    never waits to hand one over while this process works (or waits to hand back a result)."""
+    quiet_worker(bpe)
+    tasks = queue.Queue()
+
+    def receive():
+        try:
+            while True:
+                tasks.put(connection.recv())
+        except (EOFError, OSError):  # the main process closed its end
+            tasks.put(None)
+    threading.Thread(target=receive, daemon=True).start()
+    while (task := tasks.get()) is not None:
+        function, args = task
+        try:
+            result = True, function(*args)
+        except Exception as e:
+            result = False, e
+        connection.send(result)
+
+
+def map_in_order(workers, function, tasks, num_proc, advice):
+    """Yields (task, function(*task)) for each task (a tuple of arguments), in order, computed by the worker
+    processes of worker_pool (num_proc of them), which take the tasks in turn. An exception a task raised is raised
+    here; a worker that dies ends it in one line, with advice on how to go on."""
+    # two tasks per worker in flight: the workers never wait for work, and memory stays bounded however slow they are
+    in_flight = deque()
+
+    def died():
+        return UserError(f"a tokenizer worker process died (killed by the out-of-memory killer, or by kill -9?); "
+                         f"{advice}")
+
+    def result():
+        task, connection = in_flight.popleft()
+        try:
+            ok, value = connection.recv()
+        except (EOFError, OSError):  # its worker died, before or while it sent the result
+            raise died() from None
+        if not ok:
+            raise value
+        return task, value
+
+    for n, task in enumerate(tasks):
+        connection = workers[n % num_proc][1]
+        try:
+            connection.send((function, task))
+        except OSError:  # its worker died before the task came
+            raise died() from None
+        in_flight.append((task, connection))
+        if len(in_flight) >= 2 * num_proc:
+            yield result()
+    while in_flight:
+        yield result()
+
+
+def encode_texts(*args):
+    """In a worker: its ExactBPE's encode_texts(*args)."""
+    return _bpe.encode_texts(*args)
+
+
+def in_child_process(function, *args):
+    """function(*args), computed in a child process: for work that stays in native code for minutes (training a
+    BPE), which Ctrl-C could not stop at once in this process. Ctrl-C here ends the child at once; a UserError or
+    other exception of the child's is raised here; its death (the out-of-memory killer) ends this in one line. Its
+    memory goes with it."""
+    context = multiprocessing.get_context('fork' if sys.platform == 'linux' else None)
+    receiving, sending = context.Pipe(duplex=False)
+    child = context.Process(target=child_main, args=(sending, function, args))
+    held = start_holding_ctrl_c(child)
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a Ctrl-C now meets the finally that ends the child
+        sending.close()
+        failed, result = receiving.recv()
+    except EOFError:  # it died before it could answer
+        raise UserError("the BPE trainer's process died (killed by the out-of-memory killer, or by kill -9?); "
+                        "lower --tokenizer_mb, or run the same command again") from None
+    finally:
+        child.kill()
+        child.join()
+    if failed:
+        raise result
+    return result
+
+
+def child_main(sending, function, args):
+    quiet_worker()
+    try:
+        result = False, function(*args)
+    except Exception as e:
+        result = True, e
+    sending.send(result)
 
 
 # ----------------------------------------------------------------------------- writing a dataset
 
+def report_dataset(out, out_dir, outputs, tokens, seconds, vocab_size):
+    """A data script's result, on out (its stdout; notes and progress go to stderr): what it wrote, and a command
+    that trains on it in minutes on this machine (hardware.quick_command)."""
+    import hardware  # torch, to know the machine's device: only now, at the end
+    for split in SPLITS:
+        print(f"{split} has {tokens[split]:,} tokens", file=out)
+    print(f"wrote {', '.join(outputs)} to {out_dir} in {seconds:.1f}s ({sum(tokens.values()) / seconds:,.0f} "
+          f"tokens/s)", file=out)
+    command = hardware.quick_command(os.path.basename(os.path.abspath(out_dir)), hardware.default_device(), vocab_size)
+    print(f"train with: {command}", file=out)
+
+
 def move_in(out_dir, built, remove=()):
-    """Gives the files built ({final name: path}, complete) their final names in out_dir, one after the other with
-    nothing in between, and removes the dataset files named in remove (an earlier dataset's that would contradict
-    the new one)."""
+    """Gives the files built ({final name: path in out_dir}, complete) their final names in out_dir and removes the
+    files named in remove (an earlier dataset's that would contradict the new one), as one change (fileio.commit):
+    whenever it is killed, every reader sees the earlier dataset or the new one."""
     for path in built.values():
         with open(path, 'rb+') as f:
             os.fsync(f.fileno())
-    for name, path in built.items():
-        os.replace(path, os.path.join(out_dir, name))
-    for name in remove:
-        if os.path.exists(os.path.join(out_dir, name)):
-            os.remove(os.path.join(out_dir, name))
-    sync_directory(out_dir)
+    commit(out_dir, {os.path.basename(path): name for name, path in built.items()}, remove)
 
 
 @contextmanager
@@ -265,9 +251,10 @@ def new_dataset(out_dir, names, remove=()):
             move_in(out_dir, built, remove)
             done = True
         finally:
-            for path in built.values():
-                if os.path.exists(path):
-                    os.remove(path)
+            if not done and read_record(out_dir) is None:  # with a record, they are its roll-forward's
+                for path in built.values():
+                    if os.path.exists(path):
+                        os.remove(path)
             if made and not done and os.path.isdir(out_dir):
                 if os.path.exists(os.path.join(out_dir, '.lock')):
                     os.remove(os.path.join(out_dir, '.lock'))
@@ -280,11 +267,10 @@ def write_ids(path, ids):
         f.write(ids.data)  # not tofile: its short writes on a full disk carry no errno
 
 
-def write_meta(path, chars):
-    """meta.pkl of a character vocabulary (tokenizer.load_meta reads it): chars sorted, id i is chars[i]."""
-    meta = {'vocab_size': len(chars), 'itos': dict(enumerate(chars)), 'stoi': {c: i for i, c in enumerate(chars)}}
+def write_meta(path, vocab):
+    """A dataset's vocabulary as its meta.pkl at path (see tokenizer.py)."""
     with open(path, 'wb') as f:
-        pickle.dump(meta, f)
+        tokenizer.write_meta(f, vocab)
 
 
 # ----------------------------------------------------------------------------- the command line, the input
@@ -294,7 +280,14 @@ OPTIONS = {  # every data script's options: (type, help); each script names its 
                    "prepares one file (default: input.txt in --out_dir, downloaded from --url when absent)"),
     'url': (str, "where to download input.txt from when absent"),
     'name': (str, "dataset name: writes DATA_DIR/NAME, trains with --dataset=NAME"),
-    'tokenizer': (str, "char (one token per character, the vocabulary in meta.pkl) or gpt2 (default: {default})"),
+    'tokenizer': (str, "char (one token per character, the vocabulary in meta.pkl), gpt2 (GPT-2's BPE), bpe (a "
+                       "byte-level BPE of --vocab_size tokens trained on the input, saved in meta.pkl), or the "
+                       "meta.pkl of a dataset prepared with bpe: its BPE (default: {default})"),
+    'vocab_size': (int, "--tokenizer bpe: its tokens, the 256 bytes and <|endoftext|> included; at most 65,536 "
+                        "(uint16 ids) (default: {default})"),
+    'tokenizer_mb': (int, "--tokenizer bpe: the megabytes of text it is trained on, which bound its memory: an "
+                          "evenly spread sample of a larger text input, or a parquet input's first documents "
+                          "(default: {default})"),
     'val_fraction': (float, "the last part of the tokens kept for val (default: {default})"),
     'dataset': (str, "Hugging Face dataset repository (default: {default})"),
     'subset': (str, "the subset (default: {default})"),
@@ -304,34 +297,71 @@ OPTIONS = {  # every data script's options: (type, help); each script names its 
     'revision': (str, "the dataset's branch, tag or commit on the Hub (default: {default})"),
     'val_every': (int, "documents 0, N, 2N, ... go to val.bin (default: {default})"),
     'num_proc': (int, "tokenizer processes (default: all cores, {default})"),
-    'bpe': (str, "GPT-2 BPE: gigatoken (fast, checked against tiktoken as it goes), tiktoken (the reference), or "
-                 "auto: gigatoken where it is installed (default: {default})"),
+    'bpe': (str, "the BPE's encoder: gigatoken (fast, checked against tiktoken as it goes), tiktoken (the "
+                 "reference), or auto: gigatoken where it is installed (default: {default})"),
     'out_dir': (str, "where the outputs go (default: {default})"),
     'data_dir': (str, "where the NAME folder goes (default: {default})"),
 }
-CHOICES = {'tokenizer': ('char', 'gpt2'), 'bpe': BPES}
+CHOICES = {'tokenizer': ('char', 'gpt2', 'bpe'), 'bpe': tokenizer.BPES}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, whose mistakes (an unknown option, a value of the wrong type) are UserErrors: one line and
+    exit code 1, as every other mistake, not its usage and exit code 2."""
+
+    def error(self, message):
+        raise UserError(f"{message}; see {self.prog} --help")
 
 
 def parse_args(description, **defaults):
     """The command line of a data script: the options of OPTIONS named in defaults, each with its default (...:
     required). Their rules are checked here, in one block, as UserErrors."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, default in defaults.items():
         kind, help = OPTIONS[name]
         parser.add_argument(f'--{name}', type=kind, required=default is ..., default=None if default is ... else default,
                             help=help.format(default=default))
     args = parser.parse_args()
     for name, choices in CHOICES.items():
-        if name in defaults and getattr(args, name) not in choices:
-            raise UserError(f"--{name} must be one of {', '.join(choices)}, got {getattr(args, name)}")
-    for name in ('num_proc', 'val_every'):
+        if name in defaults and getattr(args, name) not in choices and not (name == 'tokenizer' and
+                                                                            os.path.isfile(args.tokenizer)):
+            raise UserError(f"--{name} must be one of {', '.join(choices)}" + (
+                " or a dataset's meta.pkl" if name == 'tokenizer' else "") + f", got {getattr(args, name)}")
+    for name, value in vars(args).items():
+        if isinstance(value, str) and '\0' in value:
+            raise UserError(f"--{name} holds a NUL character, which no path or name can")
+        if isinstance(value, int) and not -2**63 <= value < 2**63:  # what numpy and C take
+            raise UserError(f"--{name} must be less than 2**63 in size, got {value}")
+    if 'num_proc' in defaults and not 1 <= args.num_proc <= 4096:
+        raise UserError(f"--num_proc must be from 1 to 4096, got {args.num_proc}")
+    for name in ('val_every', 'tokenizer_mb'):
         if name in defaults and getattr(args, name) < 1:
             raise UserError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if 'vocab_size' in defaults and not tokenizer.MIN_VOCAB <= args.vocab_size <= tokenizer.MAX_VOCAB:
+        raise UserError(f"--vocab_size must be from {tokenizer.MIN_VOCAB} (the 256 bytes and {tokenizer.EOT}) to "
+                        f"{tokenizer.MAX_VOCAB:,} (uint16 ids), got {args.vocab_size}")
     if 'val_fraction' in defaults and not 0 < args.val_fraction < 1:
         raise UserError(f"--val_fraction must be between 0 and 1, got {args.val_fraction}")
     if 'name' in defaults and (args.name in ('', '.', '..') or os.path.basename(args.name) != args.name):
         raise UserError(f"--name must be a plain folder name, got {args.name!r}")
+    for name in ('out_dir', 'data_dir'):
+        if name in defaults:
+            check_directory_path(getattr(args, name), name)
     return args
+
+
+def given_vocab(args):
+    """The vocabulary that --tokenizer gives: GPT-2's for gpt2, the trained BPE in the meta.pkl it names; None for
+    char and bpe, whose vocabulary is made from the input."""
+    if args.tokenizer in ('char', 'bpe'):
+        return None
+    if args.tokenizer == 'gpt2':
+        return tokenizer.GPT2_VOCAB
+    vocab = tokenizer.load_meta(args.tokenizer)
+    if vocab.get('bpe') != 'trained':
+        raise UserError(f"--tokenizer {args.tokenizer} holds {tokenizer.describe(vocab)}, not a trained BPE; name the "
+                        f"meta.pkl of a dataset prepared with --tokenizer bpe")
+    return vocab
 
 
 def find_files(pattern, extension, option):
@@ -432,27 +462,38 @@ def save_progress(path, state):
     write_atomically(path, lambda f: f.write(json.dumps(state, indent=1).encode()))
 
 
-def prepare_parquet(args, hub_folder=None):
+def prepare_parquet(args, out, hub_folder=None):
     """Tokenizes the dataset that args name (see the web datasets' prepare.py) into args.out_dir's train.bin and
-    val.bin. Until the end they are train.bin.partial and val.bin.partial, and prepare_progress.json records the
-    state after each finished source file, which a run killed at any moment goes on from."""
+    val.bin, and for --tokenizer bpe the meta.pkl of the BPE trained on its first documents; says what it wrote on
+    out (report_dataset). Until the end they are
+    train.bin.partial, val.bin.partial and meta.pkl.partial, and prepare_progress.json records the state after each
+    finished source file, which a run killed at any moment goes on from."""
     out_dir = args.out_dir
-    bpe = choose_bpe(args.bpe)
+    if args.tokenizer == 'char':
+        raise UserError("--tokenizer char is data/prepare_text.py's; the web datasets take gpt2 or bpe")
+    # GPT-2's BPE files, when they are missing offline, fail here, before anything is written; a BPE to train
+    # is chosen once trained (tokenize_parquet)
+    vocab = given_vocab(args)
+    bpe = tokenizer.choose_bpe(args.bpe, vocab) if vocab else None
     go_on = "run the same command again: it goes on from the last finished source file"
     t0 = time.time()
     with writing(out_dir, f"free some space and {go_on}"):
         os.makedirs(out_dir, exist_ok=True)
         claim(out_dir, "wait for the other run to end")
-        state, tokens = tokenize_parquet(args, hub_folder, bpe, go_on)
-        move_in(out_dir, {f'{split}.bin': os.path.join(out_dir, f'{split}.bin.partial') for split in SPLITS})
-        os.remove(os.path.join(out_dir, 'prepare_progress.json'))
+        state, tokens, bpe = tokenize_parquet(args, hub_folder, bpe, go_on)
+        built = {f'{split}.bin': os.path.join(out_dir, f'{split}.bin.partial') for split in SPLITS}
+        gpt2 = bpe.vocab == tokenizer.GPT2_VOCAB
+        if not gpt2:
+            built['meta.pkl'] = os.path.join(out_dir, 'meta.pkl.partial')
+            if vocab:  # given by --tokenizer; a trained one is there already
+                write_meta(built['meta.pkl'], vocab)
+        # in the same change: an earlier dataset's meta.pkl would make train.py read GPT-2's ids with its vocabulary,
+        # and the progress file beside a finished dataset would send a rerun looking for partial outputs that are gone
+        move_in(out_dir, built, remove=('meta.pkl', 'prepare_progress.json') if gpt2 else ('prepare_progress.json',))
         shutil.rmtree(os.path.join(out_dir, 'downloads'), ignore_errors=True)
-    dt = time.time() - t0
     print(f"{state['documents']:,} documents ({state['val_documents']:,} in val) from {len(state['sources'])} "
-          f"source files")
-    print(f"train has {state['tokens']['train']:,} tokens")
-    print(f"val has {state['tokens']['val']:,} tokens")
-    print(f"wrote train.bin and val.bin to {out_dir} in {dt:.0f}s ({tokens / dt:,.0f} tokens/s)")
+          f"source files", file=out)
+    report_dataset(out, out_dir, list(built), state['tokens'], time.time() - t0, bpe.vocab['vocab_size'])
 
 
 def start_or_resume(args, hub_folder, partial, progress_path):
@@ -460,7 +501,9 @@ def start_or_resume(args, hub_folder, partial, progress_path):
     the partial outputs cut back to it."""
     job = {'dataset': None if args.data_files else args.dataset, 'hub_folder': None if args.data_files else hub_folder,
            'revision': None if args.data_files else args.revision, 'data_files': args.data_files,
-           'text_column': args.text_column, 'val_every': args.val_every}
+           'text_column': args.text_column, 'val_every': args.val_every,
+           **({'vocab_size': args.vocab_size, 'tokenizer_mb': args.tokenizer_mb} if args.tokenizer == 'bpe' else
+              {'tokenizer': tokenizer.fingerprint(given_vocab(args))} if args.tokenizer != 'gpt2' else {})}
     state = load_progress(progress_path, job)
     if state is None:
         if args.data_files:
@@ -484,8 +527,9 @@ def start_or_resume(args, hub_folder, partial, progress_path):
 
 
 def tokenize_parquet(args, hub_folder, bpe, go_on):
-    """prepare_parquet's work: every source file left, tokenized into the partial outputs. Returns the final state
-    and the number of tokens this run wrote. go_on: how to go on after a worker died."""
+    """prepare_parquet's work: every source file left, tokenized into the partial outputs with bpe (a
+    tokenizer.ExactBPE; None: one trained first, see trained_vocab). Returns the final state, the number of tokens
+    this run wrote and the ExactBPE. go_on: how to go on after a worker died."""
     out_dir = args.out_dir
     partial = {split: os.path.join(out_dir, f'{split}.bin.partial') for split in SPLITS}
     progress_path = os.path.join(out_dir, 'prepare_progress.json')
@@ -495,6 +539,9 @@ def tokenize_parquet(args, hub_folder, bpe, go_on):
 
     def fetch(i):
         return sources[i] if args.data_files else hub_download(args.dataset, state['commit'], sources[i], download_dir)
+
+    if bpe is None:
+        bpe = tokenizer.choose_bpe(args.bpe, trained_vocab(args, state, progress_path))
 
     def tasks():
         """The arguments of encode_rows for each row range of the files left, in order."""
@@ -506,14 +553,14 @@ def tokenize_parquet(args, hub_folder, bpe, go_on):
             f = open_parquet(path, args.text_column)
             files[path] = (i, f.metadata.num_rows)
             for task, (start, end) in enumerate(row_ranges(f, args.text_column)):
-                yield path, args.text_column, start, end, bpe, i, task
+                yield path, args.text_column, start, end, i, task
 
     t0 = time.time()
     tokens_at_start = sum(state['tokens'].values())
     files = {}  # path -> (its index in sources, its number of rows), for the files under way
-    print(f"tokenizing with {bpe}" + (" (checked against tiktoken as it goes)" if bpe == 'gigatoken' else ""))
+    print(f"tokenizing with {bpe.name}" + (" (checked against tiktoken as it goes)" if bpe.fast else ""))
     try:
-        with worker_pool(args.num_proc) as pool, ThreadPoolExecutor(1) as downloader, \
+        with worker_pool(args.num_proc, bpe) as pool, ThreadPoolExecutor(1) as downloader, \
                 tqdm(total=len(sources), initial=state['done'], unit='file', dynamic_ncols=True, disable=None,
                      bar_format='{l_bar}{bar}| {n:.2f}/{total} files [{elapsed}<{remaining}{postfix}]') as bar, \
                 open(partial['train'], 'ab') as train, open(partial['val'], 'ab') as val:  # closed before errors show
@@ -544,11 +591,13 @@ def tokenize_parquet(args, hub_folder, bpe, go_on):
                     del files[path]
                     if not args.data_files:
                         os.remove(path)  # the output plus a source file or two on disk, never the whole dataset
-    except Mismatch as e:
-        for path in (*partial.values(), progress_path):  # written by a BPE that is wrong somewhere: start over
-            os.remove(path)
-        raise Mismatch(f"{e}; its output so far is deleted: run the same command with --bpe tiktoken") from None
-    return state, sum(state['tokens'].values()) - tokens_at_start
+    except tokenizer.Mismatch as e:
+        for path in (*partial.values(), progress_path, os.path.join(out_dir, 'meta.pkl.partial')):
+            if os.path.exists(path):  # written by a BPE that is wrong somewhere: start over
+                os.remove(path)
+        raise tokenizer.Mismatch(f"{e}; its output so far is deleted: run the same command with --bpe tiktoken") \
+            from None
+    return state, sum(state['tokens'].values()) - tokens_at_start, bpe
 
 
 def row_ranges(f, text_column):
@@ -578,9 +627,10 @@ def parquet_file(path):
     return pq.ParquetFile(path, buffer_size=2**20, pre_buffer=False)
 
 
-def encode_rows(path, text_column, start, end, bpe, source, task):
+def encode_rows(path, text_column, start, end, source, task):
     """encode_texts of the text of rows [start, end) of a parquet file (the task-th range of file number source),
-    each closed by EOT. It runs in a worker, which reads the rows itself: only the ids travel between processes."""
+    each closed by <|endoftext|>. It runs in a worker, which reads the rows itself: only the ids travel between
+    processes."""
     f = parquet_file(path)
     group_starts = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)]).tolist()
     groups = [g for g in range(f.num_row_groups) if group_starts[g] < end and group_starts[g + 1] > start]
@@ -593,4 +643,51 @@ def encode_rows(path, text_column, start, end, bpe, source, task):
         row += batch.num_rows
         if row >= end:
             break
-    return encode_texts(texts, itertools.repeat(True), bpe, source, task, path, start)
+    return encode_texts(texts, itertools.repeat(True), source, task, path, start)
+
+
+# ----------------------------------------------------------------------------- a BPE trained on the web datasets
+
+TRAINING_PIECE = 2**16  # characters: rustbpe holds tokenizer.TRAINER_BUFFER texts at once, whatever their size
+
+
+def trained_vocab(args, state, progress_path):
+    """The BPE of --vocab_size tokens trained on the first --tokenizer_mb of the documents of state's sources, once:
+    a run that goes on from one that trained it reads it back from meta.pkl.partial."""
+    path = os.path.join(args.out_dir, 'meta.pkl.partial')
+    if state.get('vocab'):
+        vocab = tokenizer.load_meta(path) if os.path.exists(path) else None
+        if vocab is None or tokenizer.fingerprint(vocab) != state['vocab']:
+            raise UserError(f"{path} is missing or not the BPE that {progress_path} records; delete "
+                            f"{progress_path} to start over")
+        return vocab
+    print(f"training a BPE of {args.vocab_size:,} tokens on the first {args.tokenizer_mb:,} MB of the documents")
+    t0 = time.time()
+    vocab, sample = in_child_process(train_on_first_documents, args, state['sources'], state['commit'])
+    print(f"trained it on {sample['bytes'] / 1e6:,.1f} MB ({sample['documents']:,} documents) in "
+          f"{time.time() - t0:.0f}s")
+    write_atomically(path, lambda f: tokenizer.write_meta(f, vocab))
+    state['vocab'] = tokenizer.fingerprint(vocab)
+    save_progress(progress_path, state)
+    return vocab
+
+
+def train_on_first_documents(args, sources, commit):
+    """(the BPE, {'bytes': .., 'documents': ..} it learnt from): --vocab_size tokens learnt from the first
+    --tokenizer_mb of the documents of sources (parquet files, downloaded from the Hub as needed)."""
+    sample = {'bytes': 0, 'documents': 0}
+
+    def first_documents():
+        for source in sources:
+            path = source if args.data_files else hub_download(args.dataset, commit, source,
+                                                                os.path.join(args.out_dir, 'downloads'))
+            for batch in open_parquet(path, args.text_column).iter_batches(BATCH_DOCUMENTS, columns=[args.text_column]):
+                for text in batch.column(0).to_pylist():
+                    if sample['bytes'] >= args.tokenizer_mb * 10**6:
+                        return
+                    text = text or ''
+                    sample['bytes'] += len(text.encode('utf-8'))
+                    sample['documents'] += 1
+                    # a word cut in two at a piece's end counts as two: once in 64k characters, which BPE ignores
+                    yield from (text[k:k + TRAINING_PIECE] for k in range(0, len(text), TRAINING_PIECE))
+    return tokenizer.train_bpe(first_documents(), args.vocab_size, args.num_proc), sample

@@ -6,6 +6,7 @@ lowest average per-token loss (the main number; it does not favour short endings
 $ python eval_hellaswag.py --init_from=resume --out_dir=out
 $ python eval_hellaswag.py --init_from=gpt2
 train.py runs evaluate_hellaswag() every eval_interval when hellaswag=True.
+stdout holds the score alone; notes and progress go to stderr.
 """
 
 import json
@@ -18,12 +19,12 @@ from tqdm import tqdm
 
 import errors
 import hardware
-from checkpoint import load_model
+from checkpoint import load_model, model_path, no_checkpoint
 from configurator import at_least, configure
 from errors import UserError
 from fileio import download, read_text
 from parallel import share
-from tokenizer import Tokenizer
+from tokenizer import Tokenizer, describe, encodes_any_text
 
 
 DEFAULT_FILE = os.path.join('data', 'hellaswag', 'hellaswag_val.jsonl')
@@ -94,20 +95,34 @@ def score_example(model, example, tokenizer, device, autocast_ctx):
     return sum_loss, sum_loss / (targets != -1).sum(dim=1)
 
 
-def evaluate_hellaswag(model, examples, device, autocast_ctx, rank=0, world_size=1):
-    """Accuracy of model (a GPT, or a torch.compile of one; not the DDP wrapper) on examples: returns
-    dict(acc=, acc_norm=, n=) over all of them. Under DDP or FSDP every rank calls this: each scores its share of
-    the examples (parallel.share: under FSDP all score equally many, some one more that is not counted) and the
-    counts are summed over ranks. The model is left in the mode it came in."""
-    tokenizer = Tokenizer()
-    if model.config.vocab_size < tokenizer.vocab_size:
-        raise UserError(f"HellaSwag needs a model of GPT-2's BPE vocabulary ({tokenizer.vocab_size} tokens), this one "
-                        f"has {model.config.vocab_size} (a character-level model?); use a GPT-2 BPE model")
+def for_training(path, vocab):
+    """train.py's hellaswag=True: the examples at path and the Tokenizer of vocab, the vocabulary of the model, which
+    must encode any text (a byte-level BPE)."""
+    if not encodes_any_text(vocab):
+        raise UserError(f"hellaswag=True needs a model of a byte-level BPE (GPT-2's or a trained one), which encodes "
+                        f"any text; this one learns {describe(vocab)}: use --hellaswag=False")
+    return load_examples(path), Tokenizer(vocab)
+
+
+def evaluate_hellaswag(model, examples, device, autocast_ctx, rank=0, world_size=1, tokenizer=None, stopping=None):
+    """Accuracy of model (a GPT, or a torch.compile of one; not the DDP wrapper) on examples, its text encoded by
+    tokenizer (None: GPT-2's BPE): returns dict(acc=, acc_norm=, n=) over all of them. Under DDP or FSDP every rank
+    calls this: each scores its share of the examples (parallel.share: under FSDP all score equally many, some one
+    more that is not counted) and the counts are summed over ranks. The model is left in the mode it came in.
+    stopping(), asked before each example (in every process alike), ends the evaluation early: it returns None."""
+    tokenizer = tokenizer or Tokenizer()
+    if model.config.vocab_size < tokenizer.vocab_size or not tokenizer.encodes_any_text:
+        raise UserError(f"HellaSwag needs a model of a byte-level BPE (GPT-2's or a trained one, which encode any "
+                        f"text) and its tokenizer; this one has {model.config.vocab_size} token ids and "
+                        f"{tokenizer.source} ({tokenizer.vocab_size} tokens): a character-level model?")
     was_training = model.training
     model.eval()
     n = correct = correct_norm = 0
     progress = tqdm(list(share(len(examples), rank, world_size)), desc="hellaswag", disable=True if rank != 0 else None)
     for i, counted in progress:
+        if stopping is not None and stopping():
+            model.train(was_training)
+            return None
         example = examples[i]
         sum_loss, avg_loss = score_example(model, example, tokenizer, device, autocast_ctx)
         if not counted:
@@ -128,25 +143,28 @@ if __name__ == '__main__':
     errors.install()
     # -----------------------------------------------------------------------------
     init_from: str = 'resume'  # 'resume' (out_dir/ckpt.pt), a GPT-2 ('gpt2' ... 'gpt2-xl') or a transformers directory
-    out_dir: str = 'out'
+    out_dir: str = 'out'  # the training run to evaluate, with --init_from=resume
     hellaswag_file: str = DEFAULT_FILE  # downloaded when absent; a file named here instead must exist
     max_examples: at_least(0) = 0  # evaluate the first max_examples examples; 0: all 10,042
     device: str = hardware.default_device()  # 'cpu', 'cuda', 'cuda:1', 'mps'
     dtype: hardware.DTYPES = None  # 'float32', 'bfloat16' or 'float16'; None: the best the device supports
     compile: bool = False  # torch.compile the model: faster on a GPU after a slow start
-    configure(globals(), sys.argv[1:])
+    configure(globals(), sys.argv[1:], explain=hardware.explain)
     # -----------------------------------------------------------------------------
+    out = errors.result_stream()  # the score; everything else goes to stderr
 
     dtype, ctx = hardware.setup(device, dtype)
+    if init_from == 'resume' and not os.path.exists(path := model_path(out_dir)):  # before a download of minutes
+        no_checkpoint(path)
     examples = load_examples(hellaswag_file)  # before the model, which can take long to load
     if max_examples:
         examples = examples[:max_examples]
 
-    model, _, _ = load_model(init_from, out_dir)
+    model, tokenizer, _ = load_model(init_from, out_dir)
     model.to(device)
     if compile:
         model = torch.compile(model, dynamic=True)  # every example has its own length: one graph for all
 
-    result = evaluate_hellaswag(model, examples, device, ctx)
+    result = evaluate_hellaswag(model, examples, device, ctx, tokenizer=tokenizer)
     print(f"HellaSwag on {result['n']} examples: acc_norm {result['acc_norm']:.4f} (lowest average per-token loss "
-          f"of the ending), acc {result['acc']:.4f} (lowest summed loss)")
+          f"of the ending), acc {result['acc']:.4f} (lowest summed loss)", file=out)

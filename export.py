@@ -3,10 +3,12 @@ Export a trained model as a transformers GPT2LMHeadModel directory, the form in 
 model.safetensors, config.json, a tokenizer that AutoTokenizer loads, and a model card (README.md).
 $ python export.py --out_dir=out-shakespeare-char              # writes out-shakespeare-char/hf
 $ python export.py --out_dir=out --hf_dir=my-gpt --push_to_hub=your-name/my-gpt
-It exports the model that sample.py samples (out_dir/ckpt.pt), with the tokenizer that sample.py uses: the meta.pkl
-of the checkpoint's dataset, found under data/ in the current directory as nanoGPT looks for it, else GPT-2's BPE.
-The directory is written beside hf_dir and takes its place only once transformers, reading it back, computes the
-same logits as our model.
+It exports the model that sample.py samples (out_dir/ckpt.pt), with the tokenizer that sample.py uses: the
+vocabulary the checkpoint records (characters, GPT-2's BPE or a BPE trained by data/prepare_text.py), else the
+meta.pkl of its dataset, found under data/ in the current directory as nanoGPT looks for it, else GPT-2's BPE.
+The directory is written beside hf_dir and takes its place, in one rename, only once transformers, reading it back,
+computes the same logits as our model (and, for a BPE, encodes a test text to the same ids).
+stdout holds the line that says what was exported (and where it was pushed); notes go to stderr.
 """
 
 import errors
@@ -19,11 +21,12 @@ import sys
 
 import torch
 
-from checkpoint import load_model, model_path
+from checkpoint import EXPORT_MARKER, load_model, model_path
 from configurator import configure, optional
 from errors import UserError, first_line, writing
-from fileio import remove_stale_temps, stale_temps, sync_directory, temp_path
+from fileio import check_directory_path, exchange, remove_stale_temps, stale_temps, sync_directory, temp_path
 from model import CONV1D_WEIGHTS
+from tokenizer import GPT2_VOCAB, SELF_TEST
 
 # -----------------------------------------------------------------------------
 out_dir: str = 'out' # the training run whose model to export
@@ -31,9 +34,10 @@ hf_dir: optional(str) = None # the directory to write; None: <out_dir>/hf
 push_to_hub: optional(str) = None # e.g. 'your-name/my-gpt': also upload the export to this Hub repository (needs network, a login)
 configure(globals(), sys.argv[1:])
 # -----------------------------------------------------------------------------
+out = errors.result_stream() # what was exported; everything else goes to stderr
 
 hf_dir = os.path.normpath(hf_dir if hf_dir is not None else os.path.join(out_dir, 'hf'))
-MARKER = 'nanogpt_export.json' # export.py's own: the files it wrote, so that it replaces nothing else
+MARKER = EXPORT_MARKER # export.py's own: the files it wrote, so that it replaces nothing else
 
 
 def files_not_exported(directory):
@@ -46,7 +50,9 @@ def files_not_exported(directory):
     return sorted(set(os.listdir(directory)) - ours - {MARKER} if ours else os.listdir(directory))
 
 
-if os.path.exists(hf_dir) and (not os.path.isdir(hf_dir) or files_not_exported(hf_dir)):
+if not os.path.exists(hf_dir):
+    check_directory_path(hf_dir, 'hf_dir')
+elif not os.path.isdir(hf_dir) or files_not_exported(hf_dir):
     theirs = files_not_exported(hf_dir) if os.path.isdir(hf_dir) else []
     raise UserError(f"{hf_dir} exists and is not an earlier export of export.py" +
                     (f" (it holds {', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}, which export.py did "
@@ -86,13 +92,35 @@ def transformers_model(model, tokenizer):
     return hf
 
 
+def checkpoint_val_bpb():
+    """The val loss in bits per byte of text that the run's log.jsonl records at the checkpoint's iteration (the
+    latest run's), or None."""
+    bpb, iter_num = None, checkpoint.get('iter_num')
+    try:
+        with open(os.path.join(out_dir, 'log.jsonl')) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line half written
+                if isinstance(record, dict) and 'val_bpb' in record and record.get('iter') == iter_num:
+                    bpb = record['val_bpb']
+    except OSError:
+        return None
+    return bpb
+
+
 def model_card(repo):
     """README.md: what the model is, how to use it, how it was trained, and what ran it."""
     c = model.config
     best_val_loss = float(checkpoint.get('best_val_loss', 1e9))
+    val_bpb = checkpoint_val_bpb()
+    bpb = f"{val_bpb:.4f} (comparable across vocabularies)" if val_bpb is not None else "not in the run's log.jsonl"
     provenance = {k: v for k, v in (checkpoint.get('provenance') or {}).items() if k != 'config'}
-    vocab = (f"{tokenizer.vocab_size} characters (`{tokenizer.source}`)" if tokenizer.bpe is None else
-             f"GPT-2's BPE, {tokenizer.vocab_size} tokens" + (f", padded to {c.vocab_size} (transformers never "
+    bpe = ("GPT-2's BPE" if tokenizer.vocab == GPT2_VOCAB else
+           "a byte-level BPE trained on its dataset's text (`--tokenizer bpe`, GPT-2's split)")
+    vocab = (f"{tokenizer.vocab_size} characters, one token each" if tokenizer.bpe is None else
+             f"{bpe}, {tokenizer.vocab_size} tokens" + (f", padded to {c.vocab_size} (transformers never "
              "generates the padding ids: `suppress_tokens` in generation_config.json)"
              if c.vocab_size > tokenizer.vocab_size else ""))
     prompt = "ROMEO:" if tokenizer.bpe is None else "Hello, I am"
@@ -105,7 +133,7 @@ tags:
 - gpt2
 ---
 
-# {os.path.basename(os.path.abspath(repo))}
+# {repo.split('/')[-1] if push_to_hub else os.path.basename(os.path.abspath(out_dir))}
 
 A GPT trained with a nanoGPT-style `train.py` and exported by its `export.py` to transformers' `GPT2LMHeadModel`.
 
@@ -120,6 +148,7 @@ A GPT trained with a nanoGPT-style `train.py` and exported by its `export.py` to
 | dataset | {config.get('dataset', 'not recorded')} |
 | iterations | {checkpoint.get('iter_num', 'not recorded')} |
 | best val loss | {f'{best_val_loss:.4f}' if best_val_loss < 1e9 else 'not measured'} |
+| val loss in bits per byte of text | {bpb} |
 
 ## Use
 
@@ -159,7 +188,7 @@ with writing(hf_dir, "nothing was exported"):
     os.makedirs(tmp_dir)
 try:
     with writing(hf_dir, f"{hf_dir} is as it was"):
-        from transformers import GPT2LMHeadModel
+        from transformers import AutoTokenizer, GPT2LMHeadModel
         from transformers.utils.logging import disable_progress_bar
         disable_progress_bar() # the bars of loading and saving a few files would bury what export.py says
         transformers_model(model, tokenizer).save_pretrained(tmp_dir) # model.safetensors, config.json
@@ -178,6 +207,9 @@ try:
         difference = (ours - theirs).abs().max().item()
         if difference > 1e-4 * max(1.0, ours.abs().max().item()):
             raise RuntimeError(f"transformers computes other logits from the export than we do (by up to {difference})")
+        if tokenizer.bpe is not None and AutoTokenizer.from_pretrained(tmp_dir).encode(SELF_TEST, verbose=False) != \
+                tokenizer.encode(SELF_TEST):
+            raise RuntimeError("transformers' tokenizer from the export gives other ids than ours on a test text")
 
         umask = os.umask(0)
         os.umask(umask)
@@ -185,15 +217,19 @@ try:
             os.chmod(os.path.join(tmp_dir, name), 0o666 & ~umask) # safetensors writes 0600, as a temporary file
             with open(os.path.join(tmp_dir, name), 'rb') as f:
                 os.fsync(f.fileno()) # on disk before the rename, so that a power cut cannot leave a torn file
-        if os.path.exists(hf_dir): # an earlier export (checked above): replaced, and removed only once it is
+        # an earlier export (checked above) swaps places with the new one in one rename, so that hf_dir always
+        # holds one whole export; removed once it is out (or, if this is killed first, by the next export)
+        if not os.path.exists(hf_dir):
+            os.rename(tmp_dir, hf_dir)
+        elif not exchange(tmp_dir, hf_dir): # a file system without the swap: two renames, undone by the next export
             os.rename(hf_dir, old_dir)
-        os.rename(tmp_dir, hf_dir)
+            os.rename(tmp_dir, hf_dir)
         sync_directory(os.path.dirname(os.path.abspath(hf_dir)))
-        shutil.rmtree(old_dir, ignore_errors=True)
 finally:
     shutil.rmtree(tmp_dir, ignore_errors=True)
+    shutil.rmtree(old_dir, ignore_errors=True)
 print(f"exported {ckpt_path} to {hf_dir} ({', '.join(sorted(os.listdir(hf_dir)))}); "
-      f"transformers' logits agree with ours to {difference:.1e}")
+      f"transformers' logits agree with ours to {difference:.1e}", file=out, flush=True)
 
 if push_to_hub is not None:
     from huggingface_hub import HfApi
@@ -204,4 +240,4 @@ if push_to_hub is not None:
     except Exception as e: # no network, a bad token, a name that is not yours
         raise UserError(f"the export is in {hf_dir}, but pushing it to the Hub repository {push_to_hub} failed "
                         f"({first_line(e)}); try again with network and a valid login: hf upload {push_to_hub} {hf_dir}")
-    print(f"pushed to {url}")
+    print(f"pushed to {url}", file=out)

@@ -36,6 +36,85 @@ def check_device(device):
         raise UserError(f"device={device!r} is not supported; use cpu, cuda, cuda:N or mps")
 
 
+def explain(config):
+    """For --help: what the automatic values of a script's settings (device, dtype and compile) are on this machine."""
+    device = config.get('device', default_device())
+    text = {}
+    if 'device' in config:
+        text['device'] = f"(detected here: {default_device()}, the first present of cuda, mps, cpu)"
+    if 'dtype' in config and config['dtype'] is None:
+        text['dtype'] = f"(here, on {device}: {default_dtype(device)})"
+    if 'compile' in config and config['compile'] is None:
+        text['compile'] = f"(here, on {device}: {device.startswith('cuda')})"
+    return text
+
+
+def memory_bytes(device):
+    """The memory of device: a GPU's whole memory, the machine's (Linux; not what is free at this instant, which other
+    processes move up and down); None where it is not known."""
+    if device.startswith('cuda'):
+        return torch.cuda.mem_get_info(device)[1]
+    try:
+        with open('/proc/meminfo') as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith('MemTotal:'))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def check_fits(config, device, batch_size, shards=1):
+    """Raises a UserError when what a training run of a GPT of config must hold at least cannot fit in device's
+    memory, before anything is built or written (allocating it would fail after minutes, or have the system kill the
+    process): the weights, gradients and AdamW state (16 bytes a parameter, split over shards processes by FSDP), and
+    a micro-batch's logits and their gradient (8 bytes a token and vocabulary entry). Activations come on top."""
+    params = config.n_layer * 12 * config.n_embd ** 2 + (config.vocab_size + config.block_size) * config.n_embd
+    logits = 8 * batch_size * config.block_size * config.vocab_size
+    needed, memory = 16 * params / shards + logits, memory_bytes(device)
+    if memory is not None and needed > memory:
+        raise UserError(f"a model of n_layer={config.n_layer}, n_embd={config.n_embd}, block_size={config.block_size} "
+                        f"and vocab_size={config.vocab_size} ({params:.3g} parameters) trained on micro-batches of "
+                        f"{batch_size} needs at least {needed / 2**30:,.1f} GiB per process for its weights, "
+                        f"gradients, AdamW state and logits, but {device} has {memory / 2**30:,.1f} GiB in all; "
+                        f"make it smaller (or shard it with --fsdp=True under torchrun)")
+
+
+def quick_command(dataset, device, vocab_size):
+    """A training command for dataset that ends in minutes on device: the quick start's model on a CPU (fewer
+    iterations for a large vocabulary), nanoGPT's baby GPT on a GPU."""
+    # the configs' own dataset needs no flags: the run goes to their out_dir, which the README's commands name
+    elsewhere = f" --dataset={dataset} --out_dir=out-{dataset}" if dataset != 'shakespeare_char' else ""
+    if device.startswith('cuda'):
+        return f"python train.py config/train_shakespeare_char.py{elsewhere}"
+    fewer = " --max_iters=500 --lr_decay_iters=500" if vocab_size > 1024 else ""  # lm_head costs most then
+    return f"python train.py config/train_shakespeare_char_cpu.py{elsewhere}{fewer}"
+
+
+ASSUMED_MFU = 0.5  # of the peak, for an estimate before the first iteration (CPU runs reach 0.55-0.65)
+
+
+def long_run_warning(model, rows, iterations, device, dtype, dataset):
+    """Lines that say how long a run will take when an iteration of rows sequences (per process) will take more than
+    10 s, and a command that ends in minutes; none otherwise. Never a refusal: the user may mean it."""
+    flops = model.estimate_mfu(rows, 1.0, 1.0)  # the FLOPs of an iteration: its MFU were it to take 1 s at 1 FLOP/s
+    peak = peak_flops(device, dtype)
+    seconds = flops / (peak * ASSUMED_MFU)
+    if seconds <= 10:
+        return []
+    return [f"note: an iteration of this run will take about {duration(seconds)} on {device} ({flops:.2g} FLOPs "
+            f"at {ASSUMED_MFU:.0%} of its {peak / 1e12:.3g} TFLOP/s), so {iterations:,} iterations about "
+            f"{duration(seconds * iterations)};",
+            f"for a run of minutes here: {quick_command(dataset, device, model.config.vocab_size)}"]
+
+
+def duration(seconds):
+    """seconds as 42s, 3m05s, 5h02m, 12 days, 40 years."""
+    for unit, size in (('years', 365 * 86400), ('days', 86400)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:,.0f} {unit}"
+    seconds = round(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
 def native_bf16(capability, rocm=False):
     """Whether a CUDA GPU of compute capability (major, minor) computes bfloat16 natively: Ampere (8.0) and later,
     and every AMD GPU under ROCm. V100 (7.0) and T4 (7.5) only emulate it, far slower than float16. This is what

@@ -294,7 +294,8 @@ class GPT(nn.Module):
                              "token embedding (tie_word_embeddings=True); this model has its own lm_head")
         config_args = dict(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, block_size=hf.n_positions,
                            vocab_size=hf.vocab_size, bias=True, gelu_approximate=gelu)
-        print(f"forcing vocab_size={hf.vocab_size}, block_size={hf.n_positions}, bias=True, gelu={gelu}")
+        print(f"forcing vocab_size={hf.vocab_size}, block_size={hf.n_positions}, bias=True, "
+              f"{'the tanh approximation of GELU' if gelu == 'tanh' else 'exact GELU'}")
         if 'dropout' in override_args:
             print(f"overriding dropout rate to {override_args['dropout']}")
             config_args['dropout'] = override_args['dropout']
@@ -428,13 +429,14 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, vocab_lim
         candidates, order = candidates.sort(dim=-1)
         logits = logits.gather(-1, order)
     # from the largest logit down: a tiny temperature then sends the others to -inf, never the largest to inf (which
-    # would make every probability nan)
-    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
+    # would make every probability nan); one below float32's smallest normal number would round to 0 (0 / 0: nan)
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / max(temperature, torch.finfo(torch.float32).tiny)
     if top_p is not None:
         sorted_logits, sorted_indices = torch.sort(logits, descending=True)
         sorted_probs = F.softmax(sorted_logits, dim=-1)
         # drop a token when the more likely ones already reach top_p; the most likely token always stays
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        outside[:, 0] = False # even where top_p rounds to 0 in float32 (below 1e-45)
         sorted_logits = sorted_logits.masked_fill(outside, float('-inf'))
         logits = torch.full_like(logits, float('-inf')).scatter(-1, sorted_indices, sorted_logits)
     probs = F.softmax(logits, dim=-1)

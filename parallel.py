@@ -19,6 +19,18 @@ from hardware import PTDTYPE
 from model import LayerNorm
 
 
+def environment():
+    """(under torchrun, rank, local rank, world size) of this process, as torchrun's environment gives them."""
+    return 'RANK' in os.environ, int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0)), \
+        int(os.environ.get('WORLD_SIZE', 1))
+
+
+def restart():
+    """(restart count, run id) under torchrun --max-restarts: how often its processes were started again, and the id
+    shared by all restarts of one torchrun (None outside it)."""
+    return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0)), os.environ.get('TORCHELASTIC_RUN_ID')
+
+
 def init_process_group(backend, device, timeout, out_dir):
     """Joins the torchrun processes. A collective that waits more than timeout seconds on another process (dead or
     stuck) fails, and a failed collective ends this process with one line saying what to do, and exit code 1.
@@ -41,22 +53,59 @@ def init_process_group(backend, device, timeout, out_dir):
                               is_master=rank == 0 and not hosted_by_torchrun, timeout=timeout)
         dist.init_process_group(backend=backend, store=dist.PrefixStore(f'restart_{restart}', store), rank=rank,
                                 world_size=world_size, timeout=timeout)
+    global _cpu_group
+    # a stop is agreed on between micro steps with a CPU tensor: under nccl in a gloo group of its own, so that
+    # asking costs no wait for the GPU's queued work
+    _cpu_group = dist.new_group(backend='gloo') if dist.get_backend() != 'gloo' else None
     previous_hook = sys.excepthook # configurator's, which prints UserErrors
 
     def on_error(kind, error, traceback):
         # gloo raises a plain RuntimeError that names its own source file; NCCL (with TORCH_NCCL_BLOCKING_WAIT=1)
         # and the store raise DistError
         if not (issubclass(kind, dist.DistError) or (issubclass(kind, RuntimeError) and '/gloo/' in str(error))):
-            return previous_hook(kind, error, traceback)
+            previous_hook(kind, error, traceback)
+            leave(130 if issubclass(kind, KeyboardInterrupt) else 1)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else kind.__name__
         print(f"error: process {dist.get_rank()} of {dist.get_world_size()}: another process died or did not answer "
               f"within dist_timeout={timeout.total_seconds():g} s ({reason}); the last checkpoint in {out_dir} is "
               f"kept: go on with --init_from=resume, or start torchrun with --max-restarts=N to restart by itself",
               file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(1) # not sys.exit: tearing down a process group whose peer is gone can hang
+        leave(1) # not sys.exit: tearing down a process group whose peer is gone can hang
     sys.excepthook = on_error
+
+
+def leave(exit_code):
+    """Ends this process without Python's finalization: gloo's worker threads may still be releasing the tensors of
+    the last collectives, which takes the interpreter, and one that does so while it is torn down aborts the process
+    (SIGABRT, "terminate called without an active exception"; seen here in 1 of ~20 runs, see pytorch/pytorch#179291).
+    What the process writes is written already: the checkpoints and log.jsonl, line by line."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)
+
+
+def end(error=None):
+    """The end of a torchrun process's run: it waits for the others (a process that leaves while another still writes
+    the checkpoint can abort it, gloo), leaves the process group and exits (leave), with exit code 1 and error's line
+    (from process 0) when the run ends on a fault."""
+    dist.barrier()
+    if error is not None and dist.get_rank() == 0:
+        print(f"error: {error}", file=sys.stderr)
+    dist.destroy_process_group()
+    leave(0 if error is None else 1)
+
+
+_cpu_group = None  # see init_process_group
+
+
+def any_process(flag):
+    """Whether flag is true in any process, in every process; flag alone without torchrun. Every process must ask
+    at the same points of the run (a collective)."""
+    if not dist.is_initialized():
+        return flag
+    flags = torch.tensor([float(flag)])
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=_cpu_group)
+    return bool(flags.item())
 
 
 def gather(value):
@@ -114,8 +163,14 @@ def shard(model, device, dtype, seed):
 def my_rows(tensor):
     """This process's rows of a whole tensor, as FSDP2 shards dim 0: cut like torch.chunk into one piece per
     process (pieces of ceil(rows / processes) rows, the last ones shorter or empty)."""
-    piece = -(-len(tensor) // dist.get_world_size())
-    return tensor[min(dist.get_rank() * piece, len(tensor)):][:piece]
+    first, end = shard_rows(len(tensor), dist.get_rank(), dist.get_world_size())
+    return tensor[first:end]
+
+
+def shard_rows(rows, rank, world_size):
+    """(first, end): the rows of a tensor of that many rows that process rank holds under FSDP (see my_rows)."""
+    piece = -(-rows // world_size)
+    return min(rank * piece, rows), min((rank + 1) * piece, rows)
 
 
 def initialise(model, leaves, seed):
@@ -150,6 +205,46 @@ def ones_and_zeros(layer_norm):
     layer_norm.weight.fill_(1.0)
     if layer_norm.bias is not None:
         layer_norm.bias.zero_()
+
+
+def map_whole(fn, matrices):
+    """fn(wholes, positions): the results (of the same shapes) of a function of whole matrices, Muon's
+    orthogonalisation, which computes those of one shape together; positions are the matrices' places in matrices.
+    Under FSDP each process holds only rows of each matrix (a DTensor), and gets only its rows of each result: the
+    matrices are dealt out to the processes in turn, largest first (so that their shares cost alike). In one
+    all-to-all every process sends each the rows it holds of that one's matrices, to which it applies fn whole; in a
+    second, each sends every process its rows of the results. Two collectives, each matrix sent twice, fn computed
+    once per matrix, and every process then holds exactly what one process computes alone. Other tensors (one
+    process, DDP) go to fn all together, as they are."""
+    dtensor = sys.modules.get('torch.distributed.tensor') # imported by FSDP: without it nothing is sharded
+    if not matrices or dtensor is None or not isinstance(matrices[0], dtensor.DTensor):
+        return fn(matrices, range(len(matrices)))
+    assert all(m.placements == (dtensor.Shard(0),) for m in matrices)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    order = sorted(range(len(matrices)), key=lambda i: -matrices[i].numel())
+    dealt = [order[k::world_size] for k in range(world_size)] # the positions of process k's matrices
+    local = [m.to_local() for m in matrices]
+    flat = lambda tensors: torch.cat([t.reshape(-1) for t in tensors] or [local[0].new_empty(0)])
+    rows = lambda i, k: slice(*shard_rows(len(matrices[i]), k, world_size)) # process k's rows of matrix i
+    size = lambda i, k: (rows(i, k).stop - rows(i, k).start) * matrices[i].shape[1] # how many numbers they are
+    sent = [sum(local[i].numel() for i in dealt[k]) for k in range(world_size)]
+    received = [sum(size(i, k) for i in dealt[rank]) for k in range(world_size)]
+    pieces = local[0].new_empty(sum(received))
+    dist.all_to_all_single(pieces, flat([local[i] for k in range(world_size) for i in dealt[k]]), received, sent)
+    from_each = [piece.split([size(i, k) for i in dealt[rank]]) for k, piece in enumerate(pieces.split(received))]
+    wholes = [torch.cat([from_each[k][j].view(-1, matrices[i].shape[1]) for k in range(world_size)])
+              for j, i in enumerate(dealt[rank])]
+    results = [r.to(pieces.dtype) for r in fn(wholes, dealt[rank])]
+    mine = local[0].new_empty(sum(sent))
+    dist.all_to_all_single(mine, flat([r[rows(i, k)] for k in range(world_size) for r, i in zip(results, dealt[rank])]),
+                           sent, received)
+    out = [None] * len(matrices)
+    for k, piece in enumerate(mine.split(sent)):
+        for i, rows_of_i in zip(dealt[k], piece.split([local[i].numel() for i in dealt[k]])):
+            m = matrices[i]
+            out[i] = dtensor.DTensor.from_local(rows_of_i.view(local[i].shape), m.device_mesh, m.placements,
+                                                shape=m.shape, stride=m.stride(), run_check=False)
+    return out
 
 
 def share(count, rank, world_size):
@@ -200,28 +295,36 @@ def gradient_sync(model, enabled):
             fsdp_model.set_requires_gradient_sync(True)
 
 
-def full_state(model, optimizer):
-    """The model's and the optimizer's state dicts as one process would have them: no wrapper prefixes, whole
-    tensors, the optimizer's parameters numbered in param_groups order, as nanoGPT saves them. Every process
-    calls it. Under FSDP the shards are gathered one tensor at a time to the CPU of rank 0, so that no GPU holds
-    the whole model; the other processes get empty dicts."""
+def full_state(model, optimizers):
+    """The model's state dict and a list of the optimizers' state dicts, as one process would have them: no wrapper
+    prefixes, whole tensors, each optimizer's parameters numbered in its param_groups order, as nanoGPT saves them.
+    Every process calls it. Under FSDP the shards are gathered one tensor at a time to the CPU of rank 0, so that no
+    GPU holds the whole model; the other processes get empty dicts."""
     model = unwrap(model)
     if not is_sharded(model):
-        return model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+        return model.state_dict(), [optimizer.state_dict() for optimizer in optimizers]
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    model_state = get_model_state_dict(model, options=options)
+    optimizer_states = [get_optimizer_state_dict(model, optimizer, options=options) for optimizer in optimizers]
     if not model_state: # not rank 0
-        return {}, {}
+        return {}, [{} for _ in optimizers]
     first_name = {} # a tied weight (lm_head is wte) comes back as two copies: one tensor again, as in state_dict()
     for name, p in model.named_parameters(remove_duplicate=False):
         model_state[name] = model_state[first_name.setdefault(id(p), name)]
+    return model_state, [numbered(model, optimizer, state) for optimizer, state in zip(optimizers, optimizer_states)]
+
+
+def numbered(model, optimizer, state):
+    """An optimizer state dict keyed by parameter names (torch.distributed.checkpoint's) keyed by numbers instead,
+    as optimizer.state_dict() numbers them."""
     index = {name: i for i, name in enumerate(parameter_names(model, optimizer))}
-    return model_state, {
-        'state': {index[name]: state for name, state in optimizer_state['state'].items()},
+    return {
+        'state': {index[name]: tensors for name, tensors in state['state'].items()},
         'param_groups': [{**{k: v for k, v in group.items() if k != 'params'},
                           'params': [index[name] for name in group['params']]}
-                         for group in optimizer_state['param_groups']],
+                         for group in state['param_groups']],
     }
 
 

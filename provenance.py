@@ -34,3 +34,10 @@ def git_commit():
     if commit.returncode != 0:
         return None
     return commit.stdout.strip() + ('-dirty' if status.stdout.strip() else '')
+
+
+def run_record(config, device, dtype, world_size, run_id):
+    """What a run needs to be repeated or compared: saved in every checkpoint and first in log.jsonl."""
+    return dict(config=dict(config), git_commit=git_commit(), python=platform.python_version(),
+                torch=str(torch.__version__), device=device, device_name=device_name(device), dtype=dtype,
+                world_size=world_size, run_id=run_id)

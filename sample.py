@@ -4,6 +4,8 @@ $ python sample.py --out_dir=out-shakespeare-char
 $ python sample.py --init_from=gpt2-xl --start="What is the answer to life, the universe, and everything?"
 The samples are drawn together, as one batch (at most max_batch_size at once). One sample is printed token by
 token as it is generated; several are printed whole when their batch ends, with the progress on the terminal meanwhile.
+stdout holds the samples alone, each followed by a line of dashes (`> samples.txt`, `| head` give only them);
+notes (settings, the model, the tokenizer) and progress go to stderr.
 """
 
 import errors
@@ -30,12 +32,13 @@ max_new_tokens: at_least(1) = 500 # number of tokens generated in each sample
 temperature: at_least(0.0) = 0.8 # 1.0 = no change, < 1.0 = less random, > 1.0 = more random, 0 = always the most likely token
 top_k: optional(at_least(1)) = 200 # retain only the top_k most likely tokens, clamp others to have 0 probability; None keeps every token
 top_p: optional(between(0.0, 1.0, low_open=True)) = None # or e.g. 0.9: retain the fewest most likely tokens whose probabilities add up to top_p
-seed: at_least(0) = 1337
+seed: at_least(0) = 1337 # the samples follow from it: the same seed, the same samples
 device: str = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1', 'mps'
 dtype: hardware.DTYPES = None # 'float32', 'bfloat16' or 'float16'; None: the device's best (hardware.default_dtype)
 compile: bool = False # use PyTorch 2.0 to compile the model to be faster
-configure(globals(), sys.argv[1:])
+configure(globals(), sys.argv[1:], explain=hardware.explain)
 # -----------------------------------------------------------------------------
+out = errors.result_stream() # the samples; everything else goes to stderr
 
 # the user's mistakes, caught before the minutes a model can take to load
 dtype, ctx = hardware.setup(device, dtype)
@@ -71,12 +74,12 @@ x = (torch.tensor(start_ids, dtype=torch.long, device=device)[None, ...])
 # run generation: the samples of a batch share each read of the weights, which is most of what a token costs
 def stream(tokens):
     """Prints one sample token by token as it comes."""
-    print(start, end='')
+    print(start, end='', file=out)
     utf8 = codecs.getincrementaldecoder('utf-8')(errors='replace') # holds back a character's first bytes
     for token in tokens:
-        print(utf8.decode(tokenizer.token_bytes(token.item())), end='', flush=True)
-    print(utf8.decode(b'', final=True))
-    print('---------------')
+        print(utf8.decode(tokenizer.token_bytes(token.item())), end='', flush=True, file=out)
+    print(utf8.decode(b'', final=True), file=out)
+    print('---------------', file=out, flush=True)
 
 def print_whole(tokens, which):
     """Prints the samples of a batch, each whole, when it ends; meanwhile, on a terminal, how far it has come."""
@@ -87,8 +90,8 @@ def print_whole(tokens, which):
     show_progress("")
     for row in torch.cat(new_tokens, dim=1).tolist():
         # the bytes of its tokens joined, as stream() prints them: a BPE token may hold part of a character
-        print(start + b''.join(tokenizer.token_bytes(t) for t in row).decode('utf-8', errors='replace'))
-        print('---------------')
+        print(start + b''.join(tokenizer.token_bytes(t) for t in row).decode('utf-8', errors='replace'), file=out)
+        print('---------------', file=out, flush=True)
 
 def show_progress(line):
     """line over the previous one on a terminal; nothing when stderr is a file or a pipe, whose reader wants none."""

@@ -15,21 +15,17 @@ $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=0 --master_addr=123.456.123
 $ torchrun --nproc_per_node=8 --nnodes=2 --node_rank=1 --master_addr=123.456.123.456 --master_port=1234 train.py
 (If your cluster does not have Infiniband interconnect prepend NCCL_IB_DISABLE=1)
 
---fsdp=True shards weights, gradients and AdamW state over the processes (FSDP2, parallel.py) instead of copying
-them; under torchrun --max-restarts=N, restarted processes go on from the run's newest checkpoint. Ctrl-C or SIGTERM
-stops after the current iteration with a checkpoint (a second one stops at once); --init_from=resume goes on exactly
-as if it had never stopped (checkpoint.py: ckpt.pt and last.pt). One run owns its out_dir; metrics go to log.jsonl.
+--fsdp=True shards the model over the processes (parallel.py); under torchrun --max-restarts=N, restarted processes
+go on from the newest checkpoint. Ctrl-C stops within a micro step, saved (stops.py); --init_from=resume goes on
+exactly, with the run's own settings (checkpoint.py). stdout is the run's log (runlog.py); notes go to stderr.
 """
 
 import errors
 errors.install() # first: a Ctrl-C during the slow imports below ends in one line too
 
-import json
 import math
 import os
-import platform
 import shlex
-import signal
 import sys
 import time
 from contextlib import nullcontext
@@ -41,84 +37,106 @@ import torch.distributed as dist
 import eval_hellaswag
 import hardware
 import parallel
-from checkpoint import (CKPT, LAST, check_out_dir, checkpoint_to_resume, init_model, model_args_of, rng_state,
-                        save_checkpoint, set_rng_state, take_out_dir)
-from configurator import at_least, configure, fraction
-from dataloader import check_dataset, epochs_ended, get_batch
-from errors import UserError, first_line, writing
-from model import GPT2_MODELS
-from provenance import device_name, git_commit
-from tokenizer import GPT2_VOCAB, Tokenizer, check_vocab, dataset_vocab, describe, has_saved_tokenizer
+from checkpoint import (CKPT, LAST, check_out_dir, checkpoint_to_resume, init_model, model_args_of, resume_settings,
+                        rng_state, run_so_far, save_checkpoint, set_rng_state, take_out_dir)
+from configurator import at_least, between, configure, fraction
+from dataloader import BadTokens, check_same_dataset, check_token_ids, epochs_ended, get_batch, open_dataset
+from errors import UserError
+from model import GPT2_MODELS, GPTConfig
+from optimizers import CHECKPOINT_KEYS, check_optimizer, configure_optimizers, load_state, optimizer_step, set_lr
+from provenance import run_record
+from runlog import RunLog, progress, summary
+from stops import Stop
+from tokenizer import (GPT2_VOCAB, Tokenizer, check_vocab, dataset_vocab, describe, has_saved_tokenizer, text_bytes,
+                       text_nats_and_bytes)
 
 # -----------------------------------------------------------------------------
 # default config values designed to train a gpt2 (124M) on OpenWebText
 # I/O
-out_dir: str = 'out'
-eval_interval: at_least(1) = 2000
-log_interval: at_least(1) = 1
-eval_iters: at_least(1) = 200
+out_dir: str = 'out' # the run's directory: checkpoints, log.jsonl; one run at a time
+eval_interval: at_least(1) = 2000 # estimate the train and val loss every this many iterations
+log_interval: at_least(1) = 1 # print and log the loss every this many iterations
+eval_iters: at_least(1) = 200 # batches per split in each loss estimate
 eval_only: bool = False # if True, script exits right after the first eval
 always_save_checkpoint: bool = True # if True, always save a checkpoint after each eval
 checkpoint_interval: at_least(0) = 0 # also save the training state every this many iterations (see checkpoint.py); 0: at evals only
-init_from: str = 'scratch' # 'scratch' or 'resume' or 'gpt2*' or a directory saved by transformers' save_pretrained
+init_from: str = 'scratch' # 'scratch' or 'resume' (out_dir's run, with its own settings) or 'gpt2*' or a directory saved by transformers' save_pretrained
 # wandb logging
-wandb_log: bool = False # disabled by default
-wandb_project: str = 'owt'
-wandb_run_name: str = 'gpt2' # 'run' + str(time.time())
+wandb_log: bool = False # also log to wandb (WANDB_MODE=offline logs without a network)
+wandb_project: str = 'owt' # the wandb project
+wandb_run_name: str = 'gpt2' # the wandb run's name
 # data
-dataset: str = 'openwebtext'
+dataset: str = 'openwebtext' # trains on data/<dataset>/train.bin, evaluates on val.bin
 gradient_accumulation_steps: at_least(1) = 5 * 8 # used to simulate larger batch sizes; the total over all processes
 batch_size: at_least(1) = 12 # if gradient_accumulation_steps > 1, this is the micro-batch size
-block_size: at_least(1) = 1024
+block_size: at_least(1) = 1024 # tokens of context
 data_order: Literal['random', 'epoch'] = 'random' # nanoGPT's random windows, or each window of train.bin once an epoch
 # model
-n_layer: at_least(1) = 12
-n_head: at_least(1) = 12
-n_embd: at_least(1) = 768
+n_layer: at_least(1) = 12 # transformer blocks
+n_head: at_least(1) = 12 # attention heads in each block
+n_embd: at_least(1) = 768 # embedding width, a multiple of n_head
 dropout: fraction = 0.0 # for pretraining 0 is good, for finetuning try 0.1+
 bias: bool = False # do we use bias inside LayerNorm and Linear layers?
 # adamw optimizer
 learning_rate: at_least(0.0) = 6e-4 # max learning rate
 max_iters: at_least(0) = 600000 # total number of training iterations
-weight_decay: float = 1e-1
-beta1: float = 0.9
-beta2: float = 0.95
+weight_decay: at_least(0.0) = 1e-1 # AdamW's decoupled weight decay of the 2D weights
+beta1: between(0.0, 1.0, high_open=True) = 0.9 # AdamW's beta1
+beta2: between(0.0, 1.0, high_open=True) = 0.95 # AdamW's beta2
 grad_clip: at_least(0.0) = 1.0 # clip gradients at this value, or disable if == 0.0
+# muon optimizer: with optimizer='muon', Muon trains the Blocks' weight matrices and AdamW (above) the rest
+optimizer: Literal['adamw', 'muon'] = 'adamw' # 'muon': Muon for attention's and the MLPs' weight matrices, AdamW for the embeddings, LayerNorms and biases (docs/muon.md)
+muon_lr: at_least(0.0) = 0.02 # Muon's peak learning rate; the schedule below scales it as it scales learning_rate
+muon_momentum: fraction = 0.95 # Muon's Nesterov momentum
+muon_weight_decay: at_least(0.0) = 0.0 # decoupled, as AdamW's: each step multiplies the matrices by 1 - lr * muon_weight_decay
+muon_lr_adjust: Literal['original', 'match_rms_adamw'] = 'original' # Muon's lr for a matrix of shape (rows, columns): 'original' times sqrt(max(1, rows/columns)) (Keller Jordan's), 'match_rms_adamw' times 0.2 sqrt(max(rows, columns)) (Moonshot's, for AdamW-sized lrs)
 # learning rate decay settings
 decay_lr: bool = True # whether to decay the learning rate
 warmup_iters: at_least(0) = 2000 # how many steps to warm up for
 lr_decay_iters: at_least(0) = 600000 # should be ~= max_iters per Chinchilla
 min_lr: at_least(0.0) = 6e-5 # minimum learning rate, should be ~= learning_rate/10 per Chinchilla
 # DDP settings
-backend: str = 'nccl' # 'nccl', 'gloo', etc.; runs off CUDA take gloo
+backend: Literal['nccl', 'gloo', 'mpi'] = 'nccl' # torch.distributed's backend under torchrun; runs off CUDA take gloo
 fsdp: bool = False # shard weights, gradients and AdamW state over the processes (FSDP2) instead of copying them (DDP)
-dist_timeout: at_least(1) = 600 # seconds a process waits on the others (a dead or stuck one) before it stops the run
+dist_timeout: between(1, 10**9) = 600 # seconds a process waits on the others (a dead or stuck one) before it stops the run
 # system
 device: str = hardware.default_device() # examples: 'cpu', 'cuda', 'cuda:0', 'cuda:1' etc., or try 'mps' on macbooks
 dtype: hardware.DTYPES = None # 'float32', 'bfloat16', or 'float16' (with a GradScaler); None: the best for the device
 compile: Literal[True, False, None] = None # use PyTorch 2.0 to compile the model to be faster; None: on CUDA only
-seed: at_least(0) = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
+seed: between(0, 2**62) = 1337 # the initial weights and every batch follow from it (process k of a torchrun adds k, for dropout)
 # evaluation on HellaSwag (eval_hellaswag.py) at every eval; needs a model with GPT-2's vocabulary
-hellaswag: bool = False
+hellaswag: bool = False # score HellaSwag at every eval (a GPT-2 BPE model)
 hellaswag_file: str = eval_hellaswag.DEFAULT_FILE # downloaded when absent; a file named here instead must exist
 # -----------------------------------------------------------------------------
-config = configure(globals(), sys.argv[1:]) # overrides from command line or config file
+config = configure(globals(), sys.argv[1:], explain=hardware.explain) # overrides from command line or config file
 # -----------------------------------------------------------------------------
 
+# this process's standard output is the run's log (runlog.py); notes and errors go to stderr
+out = errors.result_stream()
+stop = Stop(out) # a signal, a stream that cannot be written, bad data: the run stops at the next point all pass
+
 # various inits, derived attributes, I/O setup
-ddp = int(os.environ.get('RANK', -1)) != -1 # is this a ddp run?
-ddp_rank = int(os.environ.get('RANK', 0))
-ddp_local_rank = int(os.environ.get('LOCAL_RANK', 0))
-ddp_world_size = int(os.environ.get('WORLD_SIZE', 1))
+ddp, ddp_rank, ddp_local_rank, ddp_world_size = parallel.environment() # under torchrun, or one process
 master_process = ddp_rank == 0 # this process will do logging, checkpointing etc.
 seed_offset = ddp_rank # each process gets a different seed
+# torchrun --max-restarts starts every process again when one died: they go on from the run's newest checkpoint
+restart_count, run_id = parallel.restart() # run_id: the same for all restarts of one torchrun
+
+if master_process: # at once: a file, or another run's, is said before minutes of loading
+    check_out_dir(out_dir)
+
+# resuming: the run goes on with its own settings, from its checkpoint, under a config file and the command line.
+# A torchrun restart resumes the run's own checkpoint.
+checkpoint, ckpt_path = checkpoint_to_resume(out_dir, init_from, restart_count, run_id)
+resumed = checkpoint is not None
+notes = resume_settings(checkpoint, ckpt_path, globals(), config) if resumed else []
+if notes and master_process:
+    print('\n'.join(notes))
 if ddp and device.startswith('cuda'):
     device = f'cuda:{ddp_local_rank}'
-# torchrun --max-restarts starts every process again when one died: they go on from the run's newest checkpoint
-restart_count = int(os.environ.get('TORCHELASTIC_RESTART_COUNT', 0))
-run_id = os.environ.get('TORCHELASTIC_RUN_ID') # the same for all restarts of one torchrun
 
 # every mistake in the config is reported here, before anything is written and before processes wait on each other
+check_optimizer(optimizer, checkpoint, ckpt_path) # a torch with Muon; a resume with the optimizer it was trained with
 dtype, ctx = hardware.setup(device, dtype)
 device_type = torch.device(device).type # for later use in torch.autocast
 compile = device_type == 'cuda' if compile is None else compile
@@ -131,24 +149,6 @@ if gradient_accumulation_steps % ddp_world_size != 0:
     raise UserError(f"gradient_accumulation_steps={gradient_accumulation_steps} is not divisible by the "
                     f"{ddp_world_size} processes; use a multiple of {ddp_world_size}")
 fsdp = fsdp and ddp # one process has nothing to shard over
-if master_process: # at once: a file, or another run's, is said before minutes of loading
-    check_out_dir(out_dir)
-if wandb_log:
-    try:
-        import wandb
-    except ImportError:
-        raise UserError("wandb_log=True but wandb is not installed; pip install wandb, or --wandb_log=False")
-
-# resuming: the model's shape is the checkpoint's, as in nanoGPT. A torchrun restart resumes the run's own checkpoint.
-checkpoint, ckpt_path = checkpoint_to_resume(out_dir, init_from, restart_count, run_id)
-if checkpoint is not None:
-    shape = {k: checkpoint['model_args'][k] for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')}
-    ignored = ", ".join(f"{k}={v} (not {config[k]})" for k, v in shape.items() if config[k] != v)
-    if ignored and master_process:
-        print(f"a resumed run keeps its model's shape: {ignored}")
-    globals().update(shape)
-    config.update(shape) # the checkpoints and the log record what runs
-resumed = checkpoint is not None
 
 gradient_accumulation_steps //= ddp_world_size
 tokens_per_iter = gradient_accumulation_steps * ddp_world_size * batch_size * block_size
@@ -157,43 +157,48 @@ torch.manual_seed(seed + seed_offset)
 
 # poor man's data loader: the batch of iteration i is a function of (seed, i, its rows), see dataloader.py
 data_dir = os.path.join('data', dataset)
-check_dataset(data_dir, block_size)
+data = open_dataset(data_dir, block_size) # open for the whole run: a dataset moved in meanwhile changes nothing here
+# the vocabulary the token ids of the dataset stand for: its meta.pkl's characters or trained BPE, or GPT-2's BPE
+vocab = dataset_vocab(data_dir, data['meta.pkl'])
+print(f"the dataset's vocabulary: {describe(vocab)} (vocab_size = {vocab['vocab_size']})")
+token_bytes = text_bytes(vocab) # the bytes of text each token id stands for: losses in bits per byte, comparable
+token_bytes = torch.tensor(token_bytes, device=device) if token_bytes is not None else None # across vocabularies
+check_token_ids(data, vocab['vocab_size']) # a sample of the files now, every batch as it is read
 rows_per_step = batch_size * gradient_accumulation_steps * ddp_world_size # the global batch's rows
 
-def get_train_batch(it, micro_step):
-    # this process's rows of the global batch: gradient_accumulation_steps micro-batches of each process, in turn
+def get_train_batch(it, micro_step): # this process's rows of the global batch: its micro-batches, in turn
     first_row = (ddp_rank * gradient_accumulation_steps + micro_step) * batch_size
-    return get_batch(data_dir, 'train', batch_size, block_size, seed, it, first_row, device, data_order, rows_per_step)
+    return checked(get_batch, data, 'train', batch_size, block_size, seed, it, first_row, device, data_order,
+                   rows_per_step)
 
-# the vocabulary the token ids of the dataset stand for: its meta.pkl's characters, or GPT-2's BPE
-vocab = dataset_vocab(data_dir)
-print(f"the dataset's vocabulary: {describe(vocab)} (vocab_size = {vocab['vocab_size']})")
+def checked(get_batch, *args):
+    """A batch whose ids are all in the vocabulary. One that is not stops the run with the state of the last finished
+    iteration: what is returned instead (zeros) never reaches the model, whose process stops at the next check."""
+    try:
+        return get_batch(*args, vocab_size=vocab['vocab_size'])
+    except BadTokens as e:
+        stop.request(f"{e}", error=True)
+        return (torch.zeros(batch_size, block_size, dtype=torch.long, device=device),) * 2
 
 # model init
-iter_num = 0
-best_val_loss = 1e9
-tokens = 0 # trained on so far
+iter_num, best_val_loss, best_iter, tokens = 0, 1e9, None, 0 # best_iter: best_val_loss's; tokens: trained on
+tokens_per_iter_then = tokens_per_iter
 if resumed:
     print(f"Resuming training from {ckpt_path}" + (f" (torchrun restart {restart_count})" if restart_count else ""))
     check_vocab(checkpoint.get('vocab'), vocab, dataset, ckpt_path) # nanoGPT's checkpoints have none
-    iter_num = checkpoint['iter_num']
-    best_val_loss = float(checkpoint['best_val_loss']) # nanoGPT saved a tensor
-    saved = checkpoint.get('config', {})
-    tokens_per_iter_then = saved.get('gradient_accumulation_steps', 0) * saved.get('batch_size', 0) * block_size
-    tokens = checkpoint.get('tokens', iter_num * (tokens_per_iter_then or tokens_per_iter)) # nanoGPT's: worked out
-    changed = {k: (v, config[k]) for k, v in saved.items() if k in config and k != 'init_from' and v != config[k]}
-    if changed and master_process:
-        print("config changed since the checkpoint: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    iter_num, best_val_loss, best_iter, tokens, tokens_per_iter_then = run_so_far(checkpoint, tokens_per_iter)
 else:
     print("Initializing a new model from scratch" if init_from == 'scratch' else f"Initializing from {init_from}")
     if init_from != 'scratch': # the vocabulary of GPT-2, or of the tokenizer saved in a transformers directory
         check_vocab(GPT2_VOCAB if init_from in GPT2_MODELS else
                     Tokenizer(init_from).vocab if has_saved_tokenizer(init_from) else None, vocab, dataset, init_from)
+model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                  vocab_size=50304 if vocab == GPT2_VOCAB else vocab['vocab_size']) # GPT-2's 50257, padded
+if init_from == 'scratch' and not resumed: # said before a model too large for the memory is built
+    hardware.check_fits(GPTConfig(**model_args), device, batch_size, ddp_world_size if fsdp else 1)
 with parallel.building(fsdp and init_from == 'scratch' and not resumed): # FSDP: on the meta device; shard() fills it
     model = init_model('resume' if resumed else init_from, checkpoint, ckpt_path, dropout=dropout,
-                       model_args=dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                                       vocab_size=50304 if vocab == GPT2_VOCAB else vocab['vocab_size'])) # 50304:
-                                       # GPT-2's 50257 rounded up for efficiency
+                       model_args=model_args)
 # crop down the model block size if desired, using model surgery
 if block_size > model.config.block_size:
     raise UserError(f"block_size={block_size} is larger than the {model.config.block_size} positions of the model "
@@ -205,24 +210,24 @@ if vocab['vocab_size'] > model_args['vocab_size']:
     trained_on = f" (it was trained on {checkpoint['config'].get('dataset')})" if resumed else ""
     raise UserError(f"dataset={dataset} has {vocab['vocab_size']} token ids but the model from init_from={init_from} "
                     f"knows only {model_args['vocab_size']}{trained_on}; pick a dataset of its vocabulary")
-if hellaswag and vocab != GPT2_VOCAB:
-    raise UserError(f"hellaswag=True needs a model of GPT-2's BPE, this one learns {describe(vocab)}; "
-                    f"use --hellaswag=False")
-if hellaswag:
-    hellaswag_examples = eval_hellaswag.load_examples(hellaswag_file)
+if hellaswag: # a model of a byte-level BPE, GPT-2's or a trained one
+    hellaswag_examples, hellaswag_tokenizer = eval_hellaswag.for_training(hellaswag_file, vocab)
+if master_process and not eval_only: # a run far longer than its user likely expects is said, never refused
+    for line in hardware.long_run_warning(model, rows_per_step // ddp_world_size, max_iters - iter_num, device,
+                                          dtype, dataset):
+        print(line)
 
-if wandb_log and master_process: # before out_dir is made: it fails without an API key or network
-    try:
-        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
-    except wandb.errors.Error as e:
-        raise UserError(f"wandb cannot start ({first_line(e)}); without network or login run with "
-                        f"WANDB_MODE=offline (and wandb sync later), or --wandb_log=False")
+runlog = RunLog(out, master_process, out_dir) # stdout, log.jsonl and wandb
+say, still_working, stopping = runlog.say, runlog.still_working, stop.agreed
+if wandb_log and master_process:
+    runlog.start_wandb(wandb_project, wandb_run_name, config)
 
 # the config is fine: from here on files get written, by this run alone
 if master_process:
     take_out_dir(out_dir, new_run=not resumed and not eval_only)
 if ddp:
     parallel.init_process_group(backend, device, dist_timeout, out_dir)
+    check_same_dataset(data, data_dir)
 if fsdp:
     ctx = nullcontext() # FSDP has its MixedPrecisionPolicy instead
     parallel.shard(model, device, dtype, seed) # before the optimizer is made: it steps the shards
@@ -231,17 +236,18 @@ else:
 
 scaler = hardware.grad_scaler(device, dtype) # float16's; a no-op otherwise
 
-# optimizer
-optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+# optimizer: [AdamW], or [AdamW, Muon] (optimizers.py)
+optimizers = configure_optimizers(model, optimizer, weight_decay, learning_rate, (beta1, beta2), device_type, dtype,
+                                  muon_lr, muon_momentum, muon_weight_decay, muon_lr_adjust)
 if checkpoint is not None:
-    parallel.load_optimizer_state(model, optimizer, checkpoint['optimizer'])
+    load_state(model, optimizers, checkpoint)
     if checkpoint.get('scaler'):
         scaler.load_state_dict(checkpoint['scaler'])
 
 # compile the model
 raw_model = model # the plain GPT: checkpoints hold its weights, without torch.compile's '_orig_mod.' prefix
 if compile:
-    print("compiling the model... (takes a ~minute)")
+    print("compiling the model... (takes a ~minute, in the first iteration)")
     model = torch.compile(model) # requires PyTorch 2.0
 eval_model = model # evaluation needs no DDP wrapper: there are no gradients to share
 
@@ -256,23 +262,35 @@ checkpoint = None # free up memory
 # helps estimate an arbitrarily accurate loss over either split using many batches
 @torch.no_grad()
 def estimate_loss():
-    # the same eval_iters batches every time (from their own seed): evals then differ only by the model.
-    # The processes share them out and add up their losses.
-    out = {}
+    """The mean loss of the same eval_iters batches of each split (from their own seed: evals then differ only by
+    the model), and in bits per byte of text where the vocabulary says the bytes of its tokens; or None when a stop
+    came first. The processes share the batches out and add up their losses, and the nats and bytes of text."""
+    losses = {}
     eval_model.eval()
     for split in ['train', 'val']:
-        loss_sum = torch.zeros((), device=device)
+        loss_sum, nats_sum = torch.zeros((), device=device), torch.zeros((), device=device)
+        bytes_sum = torch.zeros((), dtype=torch.long, device=device)
         for k, counted in parallel.share(eval_iters, ddp_rank, ddp_world_size):
-            X, Y = get_batch(data_dir, split, batch_size, block_size, seed + 1, k, 0, device)
+            if stopping():
+                eval_model.train()
+                return None
+            still_working(lambda: f"step {iter_num}: evaluating the {split} loss, batch {k + 1} of {eval_iters}")
+            X, Y = checked(get_batch, data, split, batch_size, block_size, seed + 1, k, 0, device)
             with ctx:
                 logits, loss = eval_model(X, Y)
             if counted: # not a batch that only keeps FSDP's processes in step
                 loss_sum += loss.float()
+                if token_bytes is not None:
+                    nats, num_bytes = text_nats_and_bytes(logits, Y, loss, token_bytes)
+                    nats_sum += nats
+                    bytes_sum += num_bytes
         if ddp:
-            dist.all_reduce(loss_sum)
-        out[split] = loss_sum.item() / eval_iters
+            for total in (loss_sum, nats_sum, bytes_sum):
+                dist.all_reduce(total)
+        losses[split] = loss_sum.item() / eval_iters
+        losses[f'{split}_bpb'] = nats_sum.item() / math.log(2) / bytes_sum.item() if token_bytes is not None else None
     eval_model.train()
-    return out
+    return losses
 
 # learning rate decay scheduler (cosine with warmup)
 def get_lr(it):
@@ -289,63 +307,44 @@ def get_lr(it):
     return min_lr + coeff * (learning_rate - min_lr)
 
 # what a run needs to be repeated or compared: saved in every checkpoint and first in log.jsonl
-provenance = dict(config=config, git_commit=git_commit(), python=platform.python_version(), torch=str(torch.__version__),
-                  device=device, device_name=device_name(device), dtype=dtype, world_size=ddp_world_size, run_id=run_id)
+provenance = run_record(config, device, dtype, ddp_world_size, run_id)
 
-def save(reason, name):
+def save(reason, name, rngs=None):
     """Writes the whole training state to out_dir/name, CKPT or LAST (see checkpoint.py). Every process calls it:
-    they hand in their RNG states."""
-    rngs = parallel.gather(rng_state(device))
+    they hand in their RNG states (rngs: the states to save instead of the present ones, see the loop)."""
+    rngs = parallel.gather(rngs or rng_state(device))
     parallel.check_weights_identical(raw_model) # DDP: the processes applied the same averaged gradients
-    model_state, optimizer_state = parallel.full_state(raw_model, optimizer) # FSDP: gathered to rank 0's CPU
+    model_state, optimizer_states = parallel.full_state(raw_model, optimizers) # FSDP: gathered to rank 0's CPU
     if master_process:
-        checkpoint = {'model': model_state, 'optimizer': optimizer_state, 'model_args': model_args,
-                      'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': config, # nanoGPT's keys
+        checkpoint = {'model': model_state, **dict(zip(CHECKPOINT_KEYS, optimizer_states)), 'model_args': model_args,
+                      'iter_num': iter_num, 'best_val_loss': best_val_loss, 'config': dict(config), # nanoGPT's keys
                       'scaler': scaler.state_dict(), 'rng': rngs, 'provenance': provenance, 'vocab': vocab,
-                      'tokens': tokens} # what an exact resume needs too, and what the token ids mean
+                      'tokens': tokens, 'best_iter': best_iter} # an exact resume's, and what the ids mean
         same = f", weights identical on all {ddp_world_size} processes" if ddp and not fsdp else ""
-        print(f"saving checkpoint to {os.path.join(out_dir, name)} ({reason}, iter {iter_num}{same})")
-        save_checkpoint(checkpoint, os.path.join(out_dir, name), kept())
-        if name == CKPT and os.path.exists(os.path.join(out_dir, LAST)):
-            os.remove(os.path.join(out_dir, LAST)) # older than ckpt.pt now
+        say(f"saving checkpoint to {os.path.join(out_dir, name)} ({reason}, iter {iter_num}{same})")
+        save_checkpoint(checkpoint, out_dir, name, kept()) # a ckpt.pt removes the older last.pt with it
 
 def kept():
     return f"the checkpoint of iter {saved_iter} in {out_dir} is kept" if saved_iter is not None else \
         "no checkpoint was written"
 
-# logging: log.jsonl holds the history of every run in out_dir (never truncated), wandb if asked for
-log_path = os.path.join(out_dir, 'log.jsonl')
-def log(record):
-    with writing(log_path, kept()):
-        log_file.write(json.dumps(record) + '\n') # json writes floats exactly: runs compare bit for bit
+def log(record): # to log.jsonl and wandb (runlog.py)
+    runlog.record(record, kept())
 
 saved_iter = iter_num if resumed else None # the iteration of the newest checkpoint in out_dir
 if master_process:
-    with writing(log_path, kept()):
-        log_file = open(log_path, 'a', buffering=1)
-    log({'provenance': provenance})
+    runlog.open(kept())
+    log({'provenance': provenance, 'resumed_from': iter_num if resumed else None})
     if restart_count:
         log({'restart': restart_count, 'iter': iter_num})
-    if resumed and tokens_per_iter != (tokens_per_iter_then or tokens_per_iter):
+    if tokens_per_iter != tokens_per_iter_then:
         log({'iter': iter_num, 'tokens_per_iter': tokens_per_iter, 'was': tokens_per_iter_then})
 
 def diverged(name, value):
     # a NaN or inf loss: stop rather than train on garbage, and leave the last good checkpoint alone
     return UserError(f"{name} is {value} at iter {iter_num}: training diverged; lower --learning_rate ({kept()})")
 
-# a signal only raises a flag: the iteration finishes, the processes agree to stop, and a checkpoint is written.
-# A second one stops at once (an eval can take minutes), leaving the checkpoints as they are.
-# torchrun passes a SIGINT or SIGTERM on to every process, and kills them 30 s later.
-stop_signal = None
-def request_stop(signum, frame):
-    global stop_signal
-    if stop_signal is not None:
-        print(f"{signal.Signals(signum).name} again: stopping now, without a checkpoint", flush=True)
-        os._exit(128 + signum) # what the shell reports for a process killed by the signal
-    print(f"{signal.Signals(signum).name}: stopping after this iteration (again to stop now)", flush=True)
-    stop_signal = signal.Signals(signum).name
-signal.signal(signal.SIGINT, request_stop)
-signal.signal(signal.SIGTERM, request_stop)
+stop.catch_signals() # from here on a stop saves the state of the last finished iteration
 
 # training loop
 X, Y = get_train_batch(iter_num, 0) # fetch the very first batch
@@ -355,35 +354,32 @@ local_iter_num = 0 # number of iterations in the lifetime of this process
 latest = CKPT if always_save_checkpoint else LAST
 peak_flops = None # measured when first needed: on CPU this takes a moment
 running_mfu = -1.0
+run_start = time.time()
+tokens_at_start = tokens
+timing_start = None # (time, iter_num) from which the rate of the run is measured: after its first iteration
+rngs_before = None # this process's RNG states at the start of the iteration at hand: what a stop within it saves
+stopped = False # by a stop that every process heard (stopping())
 while True:
 
     # determine and set the learning rate for this iteration
     lr = get_lr(iter_num) if decay_lr else learning_rate
-    for param_group in optimizer.param_groups:
-        param_group['lr'] = lr
+    set_lr(optimizers, lr, learning_rate) # Muon's scaled alike
 
     # evaluate the loss on train/val sets and write checkpoints
     if iter_num % eval_interval == 0 or iter_num == max_iters:
         losses = estimate_loss()
-        record = {'iter': iter_num, 'train_loss': losses['train'], 'val_loss': losses['val'],
-                  'tokens': tokens} # the tokens trained on so far
-        if hellaswag:
-            result = eval_hellaswag.evaluate_hellaswag(eval_model, hellaswag_examples, device, ctx, ddp_rank, ddp_world_size)
-            record.update(hellaswag_acc=result['acc'], hellaswag_acc_norm=result['acc_norm'])
-        if master_process:
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if hellaswag:
-                print(f"step {iter_num}: hellaswag acc_norm {result['acc_norm']:.4f}, acc {result['acc']:.4f}")
-            log(record)
-            if wandb_log:
-                wandb.log({"iter": iter_num, "train/loss": losses['train'], "val/loss": losses['val'], "lr": lr,
-                           "mfu": running_mfu*100, # convert to percentage
-                           **({"hellaswag/acc_norm": record['hellaswag_acc_norm']} if hellaswag else {})},
-                          step=iter_num)
+        result = eval_hellaswag.evaluate_hellaswag(eval_model, hellaswag_examples, device, ctx, ddp_rank, ddp_world_size,
+                                                   hellaswag_tokenizer, stopping=stopping) if losses and hellaswag else None
+        if losses is None or (hellaswag and result is None):
+            say(f"step {iter_num}: the evaluation is skipped, as the run stops (a resumed run evaluates here)")
+            stopped = True
+            break
+        runlog.evaluation(iter_num, losses, result, tokens, kept())
         if not math.isfinite(losses['val']):
             raise diverged('val loss', losses['val'])
         improved = losses['val'] < best_val_loss
-        best_val_loss = min(best_val_loss, losses['val'])
+        if improved:
+            best_val_loss, best_iter = losses['val'], iter_num
         if (improved or always_save_checkpoint) and iter_num > 0 and iter_num != saved_iter and not eval_only:
             save('val loss improved' if improved else 'always_save_checkpoint', CKPT)
             saved_iter = iter_num
@@ -395,10 +391,16 @@ while True:
         break
 
     # forward backward update, with optional gradient accumulation to simulate larger batch size
-    # and using the GradScaler if data type is float16
+    # and using the GradScaler if data type is float16. A stop between micro steps drops the iteration: nothing
+    # of it has reached the weights, and the RNG states of its start are what a checkpoint of this point holds.
+    rngs_before = rng_state(device)
     t0 = time.perf_counter()
     loss_sum = torch.zeros((), device=device)
     for micro_step in range(gradient_accumulation_steps):
+        if stopping():
+            break
+        still_working(lambda: f"iter {iter_num}: micro step {micro_step + 1} of {gradient_accumulation_steps}, "
+                              f"{time.perf_counter() - t0:.0f}s into the iteration")
         last = micro_step == gradient_accumulation_steps - 1
         # gradients are averaged over the processes in the backward pass of the last micro step only
         with parallel.gradient_sync(model, last):
@@ -410,21 +412,19 @@ while True:
             # backward pass, with gradient scaling if training in fp16
             scaler.scale(loss).backward()
         loss_sum += loss.detach().float()
-    # clip the gradient
-    if grad_clip != 0.0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    # step the optimizer and scaler if training in fp16
-    scaler.step(optimizer)
-    scaler.update()
-    # flush the gradients as soon as we can, no need for this memory anymore
-    optimizer.zero_grad(set_to_none=True)
-    # the loss of the whole global batch, and whether any process was asked to stop: one sync per iteration
-    stats = torch.stack([loss_sum, torch.tensor(float(stop_signal is not None), device=device)])
+    else:
+        rngs_before = None # the iteration is whole: its RNG states are those of now
+    if rngs_before is not None:
+        model.zero_grad(set_to_none=True) # the dropped micro steps' gradients
+        stopped = True
+        break
+    # unscale (fp16), clip the gradient, step the optimizers and the scaler, flush the gradients
+    optimizer_step(optimizers, scaler, model.parameters(), grad_clip)
+    # the loss of the whole global batch: one sync per iteration
     if ddp:
-        dist.all_reduce(stats)
-        stats[0] /= ddp_world_size
-    lossf, stop = stats.tolist()
+        dist.all_reduce(loss_sum)
+        loss_sum /= ddp_world_size
+    lossf = loss_sum.item()
 
     # timing and logging
     dt = time.perf_counter() - t0
@@ -436,34 +436,34 @@ while True:
             peak_flops = peak_flops or hardware.peak_flops(device, dtype)
             mfu = raw_model.estimate_mfu(batch_size * gradient_accumulation_steps, dt, peak_flops)
             running_mfu = mfu if running_mfu == -1.0 else 0.9*running_mfu + 0.1*mfu
-        print(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms, mfu {running_mfu*100:.2f}%")
+        say(f"iter {iter_num}: loss {lossf:.4f}, time {dt*1000:.2f}ms"
+            + (f", mfu {running_mfu*100:.2f}%" if running_mfu >= 0 else "") # once it means something
+            + f", {progress(iter_num + 1, max_iters, timing_start)}")
         log({'iter': iter_num, 'loss': lossf, 'lr': lr, 'dt_ms': dt * 1000,
              'mfu': running_mfu if running_mfu >= 0 else None, 'tokens': tokens})
-        if wandb_log:
-            wandb.log({"iter": iter_num, "train/iter_loss": lossf, "lr": lr, "ms_per_iter": dt * 1000,
-                       "tokens": tokens}, step=iter_num)
-    for epoch in epochs_ended(data_dir, block_size, data_order, rows_per_step, iter_num):
+    for epoch in epochs_ended(data, block_size, data_order, rows_per_step, iter_num):
         if master_process: # data_order='epoch': this iteration read the last windows of an epoch
-            print(f"iter {iter_num}: end of epoch {epoch} of the training data")
+            say(f"iter {iter_num}: end of epoch {epoch} of the training data")
             log({'iter': iter_num, 'epoch': epoch, 'tokens': tokens})
     iter_num += 1
     local_iter_num += 1
+    if local_iter_num == 1: # the rate of the run is measured from here: the first iteration (a compile, caches
+        timing_start = (time.time(), iter_num) # filling) says little of the others
 
-    # termination conditions
-    if stop:
-        save(f"stopped by {stop_signal or 'another process'}", latest)
-        saved_iter = iter_num
-        args = [a for a in sys.argv[1:] if not a.startswith('--init_from=')] + ['--init_from=resume']
-        if master_process:
-            print(f"stopped at iter {iter_num}; to go on: python train.py {shlex.join(args)}"
-                  + (" (under the same torchrun)" if ddp else ""))
-        break
-
-# nanoGPT never saved the updates after the last eval: the end of training gets a checkpoint of its own
+# the end: a stop saves the state of the last finished iteration; nanoGPT never saved the updates after the last
+# eval, the end of training gets a checkpoint of its own
+if stopped and ddp:
+    stop.shared()
 if not eval_only and iter_num != saved_iter:
-    save('end of training', latest)
-if master_process and wandb_log:
-    wandb.finish()
+    save(f"stopped by {stop.reason}" if stopped else 'end of training', latest, rngs_before)
+    saved_iter = iter_num
+if master_process:
+    say(summary(out_dir, iter_num, stop.reason if stopped else None, eval_only, time.time() - run_start,
+                tokens - tokens_at_start, tokens, best_val_loss, best_iter, ddp))
+runlog.close()
+ending = UserError(f"{stop.reason}; stopped at iter {iter_num} ({kept()}): fix it, then go on with python train.py "
+                   f"--out_dir={shlex.quote(out_dir)} --init_from=resume") if stop.error else None
 if ddp:
-    dist.barrier() # a process that leaves while another still writes the checkpoint can abort it (gloo)
-    dist.destroy_process_group()
+    parallel.end(ending)
+if ending:
+    raise ending

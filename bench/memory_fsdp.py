@@ -77,7 +77,7 @@ def measure():
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     training_peak = peak()
-    parallel.full_state(model, optimizer)
+    parallel.full_state(model, [optimizer])
     figures = dict(built_peak=built_peak, peak=training_peak, above_start=training_peak - start, gather_peak=peak())
     every = [None] * dist.get_world_size()
     dist.all_gather_object(every, figures)

@@ -63,11 +63,11 @@ def write_checkpoint(out_dir):
 
 
 def run(command, cwd):
-    """Runs command in cwd; returns its seconds, its peak resident memory in bytes, and each line it printed with
-    the seconds since the start when it came."""
+    """Runs command in cwd; returns its seconds, its peak resident memory in bytes, and each line it printed (on
+    stdout or stderr: ours prints its notes there) with the seconds since the start when it came."""
     env = {**os.environ, 'PYTHONUNBUFFERED': '1'} # each line as it is printed, not when a pipe's buffer fills
     t0 = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     reader = threading.Thread(target=lambda: lines.extend((time.perf_counter() - t0, line) for line in proc.stdout))
     reader.start() # while this thread follows the process's memory

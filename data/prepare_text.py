@@ -1,19 +1,27 @@
 """
 Prepare your own text for training: writes data/NAME/train.bin and val.bin
-(token ids as uint16) and, for --tokenizer char, meta.pkl; then train with
-`python train.py --dataset=NAME`.
+(token ids as uint16) and, for --tokenizer char or bpe, meta.pkl; then train
+with `python train.py --dataset=NAME`.
 
 --input is a text file, a directory (every *.txt below it, sorted) or a quoted
-glob pattern such as 'books/**/*.md'. Files must be UTF-8; each file is one
+glob pattern such as 'books/**/*.md'. Files must be UTF-8 text; each file is one
 document.
   char: one token per character; the vocabulary is the sorted set of characters
         in the input (at most 65,536) and goes to meta.pkl, as in shakespeare_char.
   gpt2: GPT-2 BPE (tiktoken's encode_ordinary ids; gigatoken's, checked against
         tiktoken, with --bpe auto or gigatoken), with <|endoftext|> (id 50256)
         appended after each document. Uses --num_proc worker processes.
+  bpe:  a byte-level BPE of --vocab_size tokens trained on the input (GPT-2's
+        split; rustbpe, on an evenly spread sample of --tokenizer_mb MB), then
+        encoded as gpt2 is, <|endoftext|> (the last id) after each document; the
+        BPE goes to meta.pkl, and from there into every checkpoint and export.
+  PATH: the meta.pkl of a dataset prepared with bpe: its BPE, encoded as bpe is
+        (more data of the same vocabulary: a finetuning set, another split).
 The documents are concatenated in order into one token stream: its first
 (1 - val_fraction) goes to train.bin, the last val_fraction to val.bin.
 Files are read a megabyte at a time, so memory does not grow with the input.
+stdout holds what was written and a command that trains on it in minutes on this
+machine; notes and progress go to stderr.
 """
 import codecs
 import os
@@ -28,9 +36,11 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))  # the repo root (see corpus.py)
 import corpus  # noqa: E402
 import errors  # noqa: E402
+import tokenizer  # noqa: E402
 from errors import UserError  # noqa: E402
 
 CHUNK_BYTES = corpus.TASK_BYTES  # read files this many bytes at a time: a piece is a worker's task
+TRAINING_PIECE_BYTES = 2**16  # the pieces a BPE is trained on: rustbpe holds tokenizer.TRAINER_BUFFER at once
 
 # the end of a non-space followed by a space or newline, as late in the text as possible (see split_point)
 last_word_end = re.compile(r'.*\S(?=[ \t\r\n])', re.S)
@@ -60,6 +70,9 @@ def read_pieces(path, chunk_bytes=CHUNK_BYTES):
     with f:
         while True:
             block = f.read(chunk_bytes)
+            nul = block.find(b'\0')
+            if nul >= 0:  # no text holds one: a binary file (UTF-16 text too)
+                raise UserError(f"{path} is not text: it holds a NUL byte (byte offset {offset + nul})")
             carried = len(decoder.getstate()[0])  # bytes of a character cut by the previous block's end
             try:
                 text += decoder.decode(block, final=not block)
@@ -107,20 +120,44 @@ def encode_chars(pieces, chars):
         yield ids_of[codepoints(text)]
 
 
-def encode_gpt2(files, bpe, num_proc, chunk_bytes=CHUNK_BYTES):
-    """Yield the GPT-2 ids of each piece of files, in order, encoded by num_proc worker processes with bpe;
-    <|endoftext|> (50256) follows the last piece of each document."""
-    # the guard (see corpus.guarded) counts the pieces as the tasks of one file, the input: it checks the first
+def encode_bpe(files, bpe, num_proc, chunk_bytes=CHUNK_BYTES):
+    """Yield the BPE ids of each piece of files, in order, encoded by num_proc worker processes with bpe (a
+    tokenizer.ExactBPE); <|endoftext|> follows the last piece of each document."""
+    # the guard (see tokenizer.guarded) counts the pieces as the tasks of one file, the input: it checks the first
     # GUARD_FIRST_TASKS pieces whole, whatever the files
-    tasks = (([text], [is_last], bpe, 0, n, files[i])
+    tasks = (([text], [is_last], 0, n, files[i])
              for n, (i, _, text, is_last) in enumerate(read_documents(files, chunk_bytes)))
     try:
-        with corpus.worker_pool(num_proc) as pool:
+        with corpus.worker_pool(num_proc, bpe) as pool:
             for _, (ids, _) in corpus.map_in_order(pool, corpus.encode_texts, tasks, num_proc,
                                                    "run the same command again"):
                 yield ids
-    except corpus.Mismatch as e:
-        raise corpus.Mismatch(f"{e}; run the same command with --bpe tiktoken") from None
+    except tokenizer.Mismatch as e:
+        raise tokenizer.Mismatch(f"{e}; run the same command with --bpe tiktoken") from None
+
+
+def sample_pieces(files, sample_bytes, counts):
+    """An evenly spread sample of the text of files, about sample_bytes of it (all of it when there is less): pieces
+    of about 64 kB, each taken while the sample is behind its share of the text read so far. counts['read'] and
+    counts['taken'] add up the bytes of the pieces read and taken."""
+    share = sample_bytes / max(1, sum(os.path.getsize(p) for p in files))
+    for *_, text, _ in read_documents(files, TRAINING_PIECE_BYTES):
+        size = len(text.encode('utf-8'))
+        counts['read'] += size
+        if counts['taken'] < share * counts['read']:
+            counts['taken'] += size
+            yield text
+
+
+def train_tokenizer(files, args):
+    """The BPE of --vocab_size tokens trained on a sample of --tokenizer_mb MB of files (see sample_pieces)."""
+    counts = {'read': 0, 'taken': 0}
+    t0 = time.time()
+    vocab = tokenizer.train_bpe(sample_pieces(files, args.tokenizer_mb * 10**6, counts), args.vocab_size,
+                                args.num_proc)
+    print(f"trained a BPE of {args.vocab_size:,} tokens on {counts['taken']:,} bytes of the input's "
+          f"{counts['read']:,} ({counts['taken'] / counts['read']:.0%}) in {time.time() - t0:.1f}s")
+    return vocab
 
 
 def write_tokens(ids_stream, path):
@@ -145,52 +182,60 @@ def split_train_val(train_path, val_path, n_train):
 
 
 def prepare(files, args, bpe, built):
-    """Encode files into the paths built names (train.bin, val.bin and, for char, meta.pkl); return (n_train, n_val)."""
+    """Encode files into the paths built names (train.bin, val.bin and, for char and bpe, meta.pkl); return
+    (n_train, n_val, vocab_size)."""
     if args.tokenizer == 'char':
         chars = scan_chars(files)
         if len(chars) > corpus.MAX_CHAR_VOCAB:
             raise UserError(f"the input has {len(chars):,} distinct characters; "
                             f"char ids are uint16, which holds at most {corpus.MAX_CHAR_VOCAB:,}")
         n = write_tokens(encode_chars(read_documents(files), chars), built['train.bin'])
-        corpus.write_meta(built['meta.pkl'], [chr(c) for c in chars])
+        corpus.write_meta(built['meta.pkl'], tokenizer.char_vocab([chr(c) for c in chars]))
         print(f"vocab size: {len(chars):,}")
+        vocab_size = len(chars)
     else:
-        n = write_tokens(encode_gpt2(files, bpe, args.num_proc), built['train.bin'])
+        if 'meta.pkl' in built:  # first: a full disk while saving the BPE is met before minutes of encoding
+            corpus.write_meta(built['meta.pkl'], bpe.vocab)
+        n = write_tokens(encode_bpe(files, bpe, args.num_proc), built['train.bin'])
+        vocab_size = bpe.vocab['vocab_size']
     n_train = int(n * (1 - args.val_fraction))  # as nanoGPT's int(n*0.9) for val_fraction 0.1
     n_val = n - n_train
     if n_train == 0 or n_val == 0:
         raise UserError(f"{n:,} tokens are too few to split with --val_fraction {args.val_fraction}: "
                         f"{'val' if n_val == 0 else 'train'} would be empty")
     split_train_val(built['train.bin'], built['val.bin'], n_train)
-    return n_train, n_val
+    return n_train, n_val, vocab_size
 
 
 def options():
-    return corpus.parse_args(__doc__, input=..., name=..., tokenizer='char', val_fraction=0.1,
-                             num_proc=os.cpu_count() or 1, bpe='auto', data_dir=os.path.dirname(os.path.abspath(__file__)))
+    return corpus.parse_args(__doc__, input=..., name=..., tokenizer='char', vocab_size=32768, tokenizer_mb=1000,
+                             val_fraction=0.1, num_proc=os.cpu_count() or 1, bpe='auto',
+                             data_dir=os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
     errors.install()
     args = options()
+    out = errors.result_stream()  # what was written (report_dataset); notes and progress go to stderr
     files = corpus.find_files(args.input, '.txt', '--input')
-    bpe = corpus.choose_bpe(args.bpe) if args.tokenizer == 'gpt2' else None
     out_dir = os.path.join(args.data_dir, args.name)
-    print(f"{len(files):,} file(s), {sum(os.path.getsize(p) for p in files):,} bytes -> {out_dir}"
-          + (f", tokenized with {bpe}" if bpe else ""))
+    print(f"{len(files):,} file(s), {sum(os.path.getsize(p) for p in files):,} bytes -> {out_dir}")
+    t0 = time.time()
+    # the BPE is chosen, or trained, before anything is written (GPT-2's files may be missing offline)
+    vocab = corpus.in_child_process(train_tokenizer, files, args) if args.tokenizer == 'bpe' else \
+        corpus.given_vocab(args)
+    bpe = tokenizer.choose_bpe(args.bpe, vocab) if vocab else None
+    if bpe:
+        print(f"tokenizing with {bpe.name}" + (" (checked against tiktoken as it goes)" if bpe.fast else ""))
 
     # everything is built under temp names in out_dir and moves in at the end: a failed or interrupted run leaves
-    # out_dir as it was. A char dataset's vocabulary is its meta.pkl: one left by an earlier char run would make
-    # train.py read a gpt2 dataset with it
-    t0 = time.time()
-    outputs = ['train.bin', 'val.bin'] + (['meta.pkl'] if args.tokenizer == 'char' else [])
-    with corpus.new_dataset(out_dir, outputs, remove=() if args.tokenizer == 'char' else ('meta.pkl',)) as built:
-        n_train, n_val = prepare(files, args, bpe, built)
-    dt = time.time() - t0
-    print(f"train has {n_train:,} tokens")
-    print(f"val has {n_val:,} tokens")
-    print(f"wrote {', '.join(outputs)} to {out_dir} in {dt:.1f}s ({(n_train + n_val) / dt:,.0f} tokens/s)")
-    print(f"train with: python train.py --dataset={args.name}")
+    # out_dir as it was. The vocabulary of a char or trained-BPE dataset is its meta.pkl: one left by an earlier run
+    # would make train.py read a gpt2 dataset with it
+    gpt2 = vocab == tokenizer.GPT2_VOCAB
+    outputs = ['train.bin', 'val.bin'] + ([] if gpt2 else ['meta.pkl'])
+    with corpus.new_dataset(out_dir, outputs, remove=('meta.pkl',) if gpt2 else ()) as built:
+        n_train, n_val, vocab_size = prepare(files, args, bpe, built)
+    corpus.report_dataset(out, out_dir, outputs, {'train': n_train, 'val': n_val}, time.time() - t0, vocab_size)
 
 
 if __name__ == '__main__':

@@ -2,6 +2,7 @@
 The functions tests share are in helpers.py."""
 
 import os
+import signal
 import sys
 
 import pytest
@@ -17,6 +18,10 @@ if (SHARED / "tiktoken-cache").is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tiktoken-cache"))
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # tests often run several processes at once on few cores
+# the tests send SIGINT as a terminal's Ctrl-C does, to scripts that must hear it; a runner started in the background
+# (bash's `cmd &`) ignores SIGINT, and every process it starts would inherit that
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +49,22 @@ def char_export(char_run, char_data_root, tmp_path_factory):
     hf_dir = tmp_path_factory.mktemp("char_export") / "hf"
     assert run_in_process("export.py", f"--out_dir={char_run}", f"--hf_dir={hf_dir}", cwd=char_data_root).error is None
     return char_run, hf_dir
+
+
+@pytest.fixture(scope="session")
+def trained_data_root(tmp_path_factory):
+    """A directory holding data/shakespeare_bpe: tiny Shakespeare with a BPE of 512 tokens trained on it by
+    data/prepare_text.py (--tokenizer bpe), its meta.pkl beside train.bin and val.bin. Read-only for tests."""
+    root = tmp_path_factory.mktemp("trained_data")
+    run_script("data/prepare_text.py", "--input", SHAKESPEARE, "--name", "shakespeare_bpe", "--tokenizer", "bpe",
+               "--vocab_size", 512, f"--data_dir={root / 'data'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained_data_root, tmp_path_factory):
+    """out_dir of a tiny model of the trained BPE (trained_data_root) trained by train.py for 3 iterations, with its
+    ckpt.pt and log.jsonl. Read-only for tests: copy it to change it."""
+    out_dir = tmp_path_factory.mktemp("trained_run") / "out"
+    train_here(trained_data_root, out_dir, '--dataset=shakespeare_bpe', '--max_iters=3', '--eval_interval=3')
+    return out_dir

@@ -6,6 +6,7 @@ import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,17 +30,19 @@ def run_script(script, *args, cwd=REPO, env=None, check=True, timeout=600):
     proc = subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, text=True,
                           capture_output=True, timeout=timeout, env={**os.environ, **(env or {})})
     if check and proc.returncode != 0:
-        pytest.fail(f"{script} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}")
+        pytest.fail(f"{script} {failure(proc)}")
     return proc
 
 
 def assert_user_error(proc, message):
     """A mistake of the user's (or a machine that cannot do what was asked) ends a script with one line on stderr
-    that says what is wrong, exit code 1, and no traceback."""
+    that says what is wrong, exit code 1, and no traceback: the last line, after the notes the script printed."""
     assert proc.returncode == 1, (proc.returncode, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr
-    assert re.fullmatch(r"error: [^\n]+\n", proc.stderr), proc.stderr
-    assert message in proc.stderr, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines and lines[-1].startswith("error: ") and sum(line.startswith("error") for line in lines) == 1, \
+        proc.stderr[-3000:]
+    assert message.rstrip("\n") in lines[-1], proc.stderr[-3000:]
 
 
 @contextmanager
@@ -73,6 +76,11 @@ def train(cwd, out_dir, *args, **kwargs):
     return run_script('train.py', *TINY, f'--out_dir={out_dir}', *args, cwd=cwd, **kwargs)
 
 
+def failure(proc):
+    """What a failed process printed, for an assertion's message: stderr first (where the cause is), then stdout."""
+    return f"exit code {proc.returncode}\n--- stderr\n{proc.stderr[-8000:]}\n--- stdout\n{proc.stdout[-3000:]}"
+
+
 def torchrun_command(out_dir, *args, nproc=2):
     return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}',
             str(REPO / 'train.py'), *TINY, f'--out_dir={out_dir}', *args]
@@ -82,8 +90,24 @@ def torchrun(cwd, out_dir, *args, check=True, nproc=2):
     """train.py on TINY under a real torchrun of nproc processes on CPU (gloo)."""
     proc = subprocess.run(torchrun_command(out_dir, *args, nproc=nproc), cwd=cwd, capture_output=True, text=True,
                           timeout=300)
-    assert proc.returncode == 0 or not check, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0 or not check, failure(proc)
     return proc
+
+
+def torchrun_killed_once(cwd, out_dir, *args):
+    """train.py on TINY under a real torchrun of 2 processes with --max-restarts=1, whose rank 1 is killed (kill -9)
+    once the log is past iter 10; the run must end well. Returns the records of its log."""
+    command = torchrun_command(out_dir, *args)
+    command.insert(command.index('--standalone'), '--max-restarts=1')
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while max(logged_iters(out_dir), default=0) < 10:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
+        time.sleep(0.01)
+    os.kill(rank_pids(proc.pid)[1], signal.SIGKILL)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-8000:]
+    return read_log(out_dir)
 
 
 def read_log(out_dir):
@@ -112,17 +136,11 @@ def logged_iters(out_dir):
 
 SEPARATOR = "\n---------------\n"
 
-# the lines that can come last before the samples: the tokenizer's, the model's size, the note on a long prompt
-LAST_LINES = re.compile(r"(?:meta\.pkl\.\.\.|GPT-2 encodings\.\.\.|saved in [^\n]*\.\.\.|number of parameters: [\d.]+M"
-                        r"|using the checkpoint's vocabulary: [^\n]*"
-                        r"|\(its block_size\))\n")
-
 
 def samples(stdout):
-    """The samples printed, without the lines before them (config, tokenizer, model, prompt notes)."""
-    body = LAST_LINES.split(stdout)[-1]
-    assert body.endswith(SEPARATOR)
-    return body[:-len(SEPARATOR)].split(SEPARATOR)
+    """The samples that sample.py printed: its stdout holds them alone, each followed by SEPARATOR."""
+    assert stdout.endswith(SEPARATOR), stdout[-300:]
+    return stdout[:-len(SEPARATOR)].split(SEPARATOR)
 
 
 # ----------------------------------------------------------------------------- HellaSwag
@@ -188,50 +206,68 @@ def kill_a_worker(proc):
     return stderr
 
 
-def run_in_process(script, *args, cwd, env=None):
+def run_in_process(script, *args, cwd, env=None, capture_stderr=True):
     """Runs script's top level in this process, as `python script args` in cwd would run it; returns what it printed
-    and the message of the UserError it stopped with (None if it ended without one) as .stdout and .error. No
+    and the message of the UserError it stopped with (None if it ended without one) as .stdout, .stderr (unless
+    capture_stderr=False: sys.stderr's, a test's terminal) and .error, and the code it exited with (.exit_code: None
+    when it did not call sys.exit). No
     process to start, so no 2-3 s of importing torch: for the mistakes a script finds before it does any work, and
     for runs whose output tells the result. What the script changes in this process (its excepthook, signal
-    handlers, environment, working directory, sys.path) is put back, and the folders it claimed are let go, as its end would."""
+    handlers, streams, environment, working directory, sys.path, torch's grad and autocast modes) is put back, and the
+    folders it claimed are let go, as its end would. The modes: a script stopped by an exception raised at any
+    instant (tests/test_settings_fuzz.py's alarm) can stop, for one, inside torch.no_grad's __exit__ before it turns
+    grad back on (seen once in the enumeration tier: every later training in that worker failed for want of gradients)."""
     import contextlib
     import io
     import runpy
     import signal
     import types
+    import errors
     import fileio
     from errors import UserError
     saved = sys.argv, os.getcwd(), sys.excepthook, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    saved_streams = sys.stdout, sys.stderr, errors._on_broken_stream
     saved_env, saved_path = dict(os.environ), list(sys.path)
+    import torch
+    saved_modes = torch.is_grad_enabled(), torch.is_autocast_enabled('cpu'), torch.get_autocast_dtype('cpu')
     claimed = set(fileio._claimed)
-    stdout, error = io.StringIO(), None
+    stdout, stderr, error, exit_code = io.StringIO(), io.StringIO(), None, None
     try:
         sys.argv = [str(REPO / script), *map(str, args)]
         sys.path.insert(0, str((REPO / script).parent))  # as python does for a script: its own folder first
         os.chdir(cwd)
         os.environ.update(env or {})
-        with contextlib.redirect_stdout(stdout):
+        with contextlib.redirect_stdout(stdout), \
+                contextlib.redirect_stderr(stderr) if capture_stderr else contextlib.nullcontext():
             runpy.run_path(str(REPO / script), run_name='__main__')
     except UserError as e:
         error = str(e)
+    except SystemExit as e:  # --help, for one
+        exit_code = e.code
     finally:
         for directory in set(fileio._claimed) - claimed:
             os.close(fileio._claimed.pop(directory))
         sys.argv, cwd, sys.excepthook, sigterm, sigint = saved
+        sys.stdout, sys.stderr, errors._on_broken_stream = saved_streams
         os.chdir(cwd)
         signal.signal(signal.SIGTERM, sigterm)
         signal.signal(signal.SIGINT, sigint)
         os.environ.clear()
         os.environ.update(saved_env)
         sys.path[:] = saved_path
-    return types.SimpleNamespace(stdout=stdout.getvalue(), error=error)
+        grad, autocast, autocast_dtype = saved_modes
+        torch.set_grad_enabled(grad)
+        torch.set_autocast_enabled('cpu', autocast)
+        torch.set_autocast_dtype('cpu', autocast_dtype)
+    return types.SimpleNamespace(stdout=stdout.getvalue(), stderr=stderr.getvalue(), error=error, exit_code=exit_code)
 
 
 def train_here(cwd, out_dir, *args):
-    """train.py on TINY in this process (run_in_process), which must end without an error; returns its stdout."""
+    """train.py on TINY in this process (run_in_process), which must end without an error; returns what it printed
+    (.stdout, the run's log, and .stderr, its notes)."""
     result = run_in_process('train.py', *TINY, f'--out_dir={out_dir}', *args, cwd=cwd)
     assert result.error is None, result.error
-    return result.stdout
+    return result
 
 
 # ----------------------------------------------------------------------------- faults of the machine
@@ -252,3 +288,51 @@ def mounted(directory, *mount_args):
 def listing(directory):
     """The names in directory, but the lock file that a run leaves to say the folder is its own while it runs."""
     return sorted(p.name for p in Path(directory).iterdir() if p.name != '.lock')
+
+
+# ----------------------------------------------------------------------------- crash points (strace)
+
+# the system calls that change files. A kill before each in turn leaves every state that a crash can leave: a call
+# not here (opening, chmod) shows in the state at the next call that is
+FS_CALLS = ('write', 'pwrite64', 'writev', 'pwritev', 'sendfile', 'copy_file_range', 'fsync', 'fdatasync', 'ftruncate',
+            'truncate', 'fallocate', 'rename', 'renameat', 'renameat2', 'link', 'linkat', 'symlink', 'symlinkat',
+            'unlink', 'unlinkat', 'mkdir', 'mkdirat', 'rmdir')
+WRITES = ('write', 'pwrite64', 'writev', 'pwritev')  # their strings are data, not paths
+TRACED_CALL = re.compile(r'(\w+)\((.*)\)\s+= (.*)')
+
+
+def strace(command, cwd, log, inject=None, env=None):
+    """Runs command (a list) in cwd under strace, which logs its file-changing calls (FS_CALLS) to log, with the
+    paths of their file descriptors; inject: (syscall, n) to kill it (SIGKILL) as it enters its n-th call of
+    syscall. Only the process itself is traced, not its threads or children: strace counts each one's calls apart
+    (its man page: "per syscall and per tracee"), so that n names one call of the writer. Returns the
+    CompletedProcess."""
+    if shutil.which('strace') is None:
+        pytest.skip("needs strace (apt install strace)")
+    options = ['-qq', '-y', '-e', 'trace=' + ','.join(FS_CALLS), '-e', 'signal=none', '-o', str(log)]
+    if inject:
+        options += ['-e', f'inject={inject[0]}:signal=KILL:when={inject[1]}']
+    return subprocess.run(['strace', *options, *map(str, command)], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, 'PYTHONDONTWRITEBYTECODE': '1', **(env or {})})
+
+
+def traced_calls(log, root):
+    """[(syscall, n, what)] of the calls in strace's log that touch a path under root: the n-th call of syscall in
+    the log (as strace's when=n counts), and what it did (the call with its paths, root shown as ROOT, the pid in
+    temp names as PID and random temp names as TEMPFILE, so that runs in other folders compare)."""
+    root = str(root)
+    counts, calls = {}, []
+    for line in Path(log).read_text().splitlines():
+        match = TRACED_CALL.fullmatch(line)
+        if not match:
+            continue
+        syscall, args, _ = match.groups()
+        counts[syscall] = counts.get(syscall, 0) + 1
+        paths = [p for p in re.findall(r'\d+<([^>]*)>', args) if os.path.isabs(p)]  # not pipe:[...], socket:[...]
+        if syscall not in WRITES:
+            paths += [os.path.join(root, p) for p in re.findall(r'"([^"]*)"', args)]  # relative ones: to cwd, root
+        if any(p == root or p.startswith(root + os.sep) for p in paths):
+            what = re.sub(r'\.tmp\.\d+@', '.tmp.PID@', f"{syscall} {' '.join(paths)}".replace(root, 'ROOT'))
+            what = re.sub(r'/\.?tmp[A-Za-z0-9_]{6,8}\b', '/TEMPFILE', what)  # a library's random temp file name
+            calls.append((syscall, counts[syscall], what))
+    return calls

@@ -20,7 +20,7 @@ def figure(pattern, stdout):
 
 def test_train_mode_prints_ms_per_iteration_tokens_per_second_and_mfu(tmp_path):
     proc = run_script("bench.py", *TRAIN, cwd=tmp_path, timeout=120)
-    assert "data: random tokens (no data/shakespeare_char/train.bin: prepare it for real data)" in proc.stdout
+    assert "data: random tokens (no data/shakespeare_char/train.bin: prepare it for real data)" in proc.stderr
     ms = figure(r"time per iteration: ([\d.]+)ms \(mean of 3, after 2 untimed\)", proc.stdout)
     tokens_per_s = figure(r"tokens/s: ([\d,]+) \(4 x 32 tokens per iteration\)", proc.stdout)
     peak = figure(r"device peak: ([\d.]+) TFLOP/s \(measured: the fastest 2048x2048 float32 matmul\)", proc.stdout)
@@ -29,16 +29,23 @@ def test_train_mode_prints_ms_per_iteration_tokens_per_second_and_mfu(tmp_path):
     assert peak > 0 and 0 < mfu < 100
 
 
+def test_train_mode_times_muon_as_train_py_builds_it_and_prints_peak_memory(tmp_path):
+    proc = run_script("bench.py", *TRAIN, "--optimizer=muon", cwd=tmp_path, timeout=120)
+    assert "Muon for the Blocks' weight matrices (8 tensors, 24,576 parameters, orthogonalised in float32)" in proc.stderr  # a note on the setup
+    assert figure(r"time per iteration: ([\d.]+)ms", proc.stdout) > 0
+    assert 0.1 < figure(r"peak memory: ([\d.]+) GiB \(the process's resident peak\)", proc.stdout) < 4  # torch: 0.3
+
+
 def test_train_mode_reads_the_datasets_train_bin_and_vocab(char_data_root):
     proc = run_script("bench.py", *TRAIN, cwd=char_data_root, timeout=120)
     assert ("data: data/shakespeare_char/train.bin, vocab_size = 65 (inside data/shakespeare_char/meta.pkl)"
-            in proc.stdout)
-    assert "vocab_size=65" in proc.stdout
+            in proc.stderr)
+    assert "vocab_size=65" in proc.stderr
 
 
 def test_profile_writes_a_trace(tmp_path):
     proc = run_script("bench.py", *TRAIN, "--profile=True", cwd=tmp_path, timeout=120)
-    assert "14/15 loss:" in proc.stdout
+    assert "14/15 loss:" in proc.stderr
     assert len(list((tmp_path / "bench_log").glob("*.pt.trace.json.gz"))) == 1
 
 
@@ -63,7 +70,7 @@ def test_unknown_mode_is_a_one_line_error(tmp_path):
 
 def test_compare_times_nanogpts_setup_in_turns_with_ours(tmp_path):
     proc = run_script("bench.py", *TRAIN, "--compare=True", "--rounds=2", cwd=tmp_path, timeout=120)
-    assert "using fused AdamW: True" in proc.stdout and "using fused AdamW: False" in proc.stdout
+    assert "using fused AdamW: True" in proc.stderr and "using fused AdamW: False" in proc.stderr
     nanogpt = figure(r"nanoGPT's setup \(eager, for-each AdamW\): ([\d.]+)ms/iter", proc.stdout)
     ours = figure(r"ours \(eager, fused AdamW\): ([\d.]+)ms/iter", proc.stdout)
     ratio = figure(r"; ([\d.]+)x \(medians of 2 turns of 3 iterations\)", proc.stdout)

@@ -7,7 +7,7 @@ import runpy
 import numpy as np
 import pytest
 
-from checkpoint import load_checkpoint, resume_path
+from checkpoint import load_checkpoint, open_checkpoint
 from helpers import HELLASWAG_EXAMPLES, REPO, run_in_process
 
 CONFIGS = sorted(path.name for path in (REPO / 'config').glob('*.py'))
@@ -56,4 +56,4 @@ def test_config_trains_two_iterations_on_cpu(config, workspace, tmp_path):
     if settings.get('hellaswag'):
         assert all('hellaswag_acc_norm' in r for r in evals)
     if not settings.get('eval_only'):
-        assert load_checkpoint(resume_path(tmp_path / 'out'))['iter_num'] == 2
+        assert load_checkpoint(*open_checkpoint(tmp_path / 'out', newest=True))['iter_num'] == 2

@@ -4,6 +4,7 @@ together, and a stuck process that the others give up on after dist_timeout."""
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,6 +40,15 @@ def test_two_processes_give_the_loss_of_one_process(runs):
     ddp_evals, single_evals = eval_losses(read_log(ddp_dir)), eval_losses(read_log(single_dir))
     assert list(ddp_evals) == list(single_evals) == [0, 3, 6]
     assert all(abs(a - b) < 1e-5 for i in ddp_evals for a, b in zip(ddp_evals[i], single_evals[i]))
+
+
+def test_two_processes_give_the_bits_per_byte_of_one_process(runs):
+    # each process scores its share of the eval batches: their nats and bytes are summed over the processes
+    ddp_dir, single_dir, _ = runs
+    ddp, single = ({r['iter']: (r['train_bpb'], r['val_bpb']) for r in read_log(d) if 'val_bpb' in r}
+                   for d in (ddp_dir, single_dir))
+    assert list(ddp) == list(single) == [0, 3, 6]
+    assert all(abs(a - b) < 1e-5 for i in ddp for a, b in zip(ddp[i], single[i]))
 
 
 def test_reported_loss_is_the_mean_over_all_micro_steps(runs, char_data_root, tmp_path):
@@ -84,7 +94,7 @@ def test_checkpoint_holds_each_process_rng_state(runs):
 
 def test_nccl_falls_back_to_gloo_on_cpu_with_a_message(runs):
     _, _, proc = runs
-    assert "nccl needs CUDA devices; using the gloo backend for device=cpu" in proc.stdout
+    assert "nccl needs CUDA devices; using the gloo backend for device=cpu" in proc.stderr
 
 
 # -----------------------------------------------------------------------------
@@ -105,14 +115,18 @@ def start_and_wait_for_iter(cwd, out_dir, iteration, *args, timeout=120):
     pytest.fail(f"training did not reach iter {iteration}: {proc.communicate()}")
 
 
-def test_sigterm_to_one_process_stops_all_with_a_checkpoint(char_data_root, tmp_path):
-    proc = start_and_wait_for_iter(char_data_root, tmp_path, 3)
+def test_sigterm_to_one_process_stops_all_within_the_same_micro_step_with_a_checkpoint(char_data_root, tmp_path):
+    # iterations of 2 x 300 micro steps: both processes drop the iteration at the same micro step (else one would
+    # wait for the other's gradients, or its answer, for ever)
+    proc = start_and_wait_for_iter(char_data_root, tmp_path, 1, '--gradient_accumulation_steps=600',
+                                   '--batch_size=1', '--block_size=8')
     os.kill(rank_pids(proc.pid)[1], signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stdout[-2000:] + stderr[-2000:]  # torchrun: every process exited 0
+    assert proc.returncode == 0, stderr[-6000:] + stdout[-2000:]  # torchrun: every process exited 0
     last = max(iter_losses(read_log(tmp_path)))
-    assert f"saving checkpoint to {tmp_path / 'ckpt.pt'} (stopped by another process, iter {last + 1}" in stdout
-    assert f"stopped at iter {last + 1}; to go on: python train.py" in stdout
+    assert f"saving checkpoint to {tmp_path / 'ckpt.pt'} (stopped by SIGTERM, iter {last + 1}" in stdout
+    assert f"stopped at iter {last + 1} by SIGTERM after " in stdout
+    assert f"to go on: python train.py --out_dir={tmp_path} --init_from=resume (under the same torchrun)" in stdout
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == last + 1
 
 
@@ -123,7 +137,7 @@ def test_sigterm_to_torchrun_stops_all_with_a_checkpoint(char_data_root, tmp_pat
     # torchrun itself reports the signal it got with exit code 1; the training processes stopped cleanly
     last = max(iter_losses(read_log(tmp_path)))
     assert f"saving checkpoint to {tmp_path / 'ckpt.pt'} (stopped by SIGTERM, iter {last + 1}" in stdout
-    assert f"stopped at iter {last + 1}; to go on" in stdout
+    assert f"stopped at iter {last + 1} by SIGTERM" in stdout
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == last + 1
 
 
@@ -154,4 +168,33 @@ def test_a_stuck_process_stops_the_others_after_dist_timeout(fsdp, char_data_roo
 
 def test_dist_timeout_below_one_second_is_refused(char_data_root, tmp_path):
     error = run_in_process('train.py', *TINY, f'--out_dir={tmp_path}', '--dist_timeout=0', cwd=char_data_root).error
-    assert error == "dist_timeout=0 must be at least 1 (in --dist_timeout=0)"
+    assert error == "dist_timeout=0 must be in [1, 1000000000] (in --dist_timeout=0)"
+
+
+SAME_DATASET = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch.distributed as dist
+from dataloader import check_same_dataset, open_dataset
+from errors import UserError
+rank = int(sys.argv[2])
+dist.init_process_group('gloo', init_method=f'file://{sys.argv[3]}', rank=rank, world_size=2)
+for data_dir in (sys.argv[4], sys.argv[4 + rank]):  # the same dataset, then each its own
+    try:
+        check_same_dataset(open_dataset(data_dir, 1), data_dir)
+        print('the same')
+    except UserError as e:
+        print(e)
+"""
+
+
+def test_processes_that_opened_different_datasets_stop_in_one_line(char_data_root, tmp_path):
+    # as if a data script moved a new dataset in between the starts of two processes of a torchrun
+    first = char_data_root / 'data' / 'shakespeare_char'
+    second = tmp_path / 'shakespeare_char'
+    shutil.copytree(first, second)  # the same bytes, but other files
+    procs = [subprocess.Popen([sys.executable, '-c', SAME_DATASET, str(REPO), str(rank), str(tmp_path / 'store'),
+                               str(first), str(second)], stdout=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [proc.communicate(timeout=120)[0] for proc in procs]
+    assert outputs == [f"the same\nthe processes opened different datasets in {data_dir}: a data script moved a new "
+                       f"one in as they started; start the run again\n" for data_dir in (first, second)]

@@ -1,5 +1,6 @@
-"""export.py against the real transformers and tokenizers: a character model trained by train.py and a GPT-2-BPE
-model, exported, read back by transformers, sample.py, GPT.from_pretrained and train.py."""
+"""export.py against the real transformers and tokenizers: a character model and a model of a BPE trained on its
+text (data/prepare_text.py --tokenizer bpe), trained by train.py, and a GPT-2-BPE model, exported, read back by
+transformers, sample.py, GPT.from_pretrained and train.py."""
 
 import json
 import os
@@ -16,8 +17,8 @@ import torch
 from checkpoint import load_checkpoint, model_from_checkpoint
 from model import GPT, GPTConfig
 from tokenizer import Tokenizer
-from helpers import (BLOCKED_NETWORK, REPO, SHAKESPEARE, assert_user_error, run_in_process, run_script, samples,
-                     train_here)
+from helpers import (BLOCKED_NETWORK, REPO, SHAKESPEARE, assert_user_error, read_log, run_in_process, run_script,
+                     samples, train_here)
 
 # a train.py run and two exports set these tests up, each a process that imports transformers: tens of seconds
 pytestmark = pytest.mark.slow
@@ -44,7 +45,20 @@ def bpe_export(tmp_path_factory):
     return out_dir, out_dir / "hf"
 
 
-@pytest.fixture(params=["char", "bpe"])
+@pytest.fixture(scope="module")
+def trained_export(trained_run, tmp_path_factory):
+    """(out_dir, hf_dir): trained_run (a BPE trained on Shakespeare) exported by export.py, from a directory
+    without data/: the BPE comes from the checkpoint."""
+    hf_dir = tmp_path_factory.mktemp("trained_export") / "hf"
+    assert run_in_process("export.py", f"--out_dir={trained_run}", f"--hf_dir={hf_dir}",
+                          cwd=hf_dir.parent).error is None
+    return trained_run, hf_dir
+
+
+KINDS = ["char", "bpe", "trained"]
+
+
+@pytest.fixture(params=KINDS)
 def export(request):
     return request.getfixturevalue(f"{request.param}_export")
 
@@ -78,7 +92,7 @@ def test_transformers_computes_our_logits(export):
     out_dir, hf_dir = export
     model, hf = our_model(out_dir), transformers_model(hf_dir)
     block_size = model.config.block_size
-    idx = torch.randint(0, 65, (3, block_size), generator=torch.Generator().manual_seed(0))
+    idx = torch.randint(0, model.config.vocab_size, (3, block_size), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ours, _ = model(idx, targets=idx)
         theirs = hf(idx).logits
@@ -94,7 +108,7 @@ def test_bias_false_exports_zero_biases(char_export):
     assert len(biases) == 2 * 6 + 1 and all(v.abs().max() == 0 for v in biases.values())
 
 
-PROMPTS = {"char": "ROMEO:", "bpe": "Hello, world"}
+PROMPTS = {"char": "ROMEO:", "bpe": "Hello, world", "trained": "ROMEO: 😀"}  # the emoji: bytes, never seen
 
 
 def transformers_greedy_text(hf_dir, prompt, max_new_tokens):
@@ -107,7 +121,7 @@ def transformers_greedy_text(hf_dir, prompt, max_new_tokens):
     return tokenizer.decode(out[0])
 
 
-@pytest.mark.parametrize("kind", ["char", "bpe"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind, request, char_data_root):
     out_dir, hf_dir = request.getfixturevalue(f"{kind}_export")
     proc = run_in_process("sample.py", "--device=cpu", f"--out_dir={out_dir}", f"--start={PROMPTS[kind]}",
@@ -116,13 +130,13 @@ def test_transformers_greedy_continuation_equals_sample_py_temperature_zero(kind
     assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
 
 
-@pytest.mark.parametrize("kind", ["char", "bpe"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_sample_py_reads_an_export_back_with_its_tokenizer(kind, request, tmp_path):
     _, hf_dir = request.getfixturevalue(f"{kind}_export")
     # from an empty directory: no data/shakespeare_char/meta.pkl, so the characters come from the export
     proc = run_in_process("sample.py", "--device=cpu", f"--init_from={hf_dir}", f"--start={PROMPTS[kind]}",
                           "--temperature=0", "--num_samples=1", "--max_new_tokens=20", cwd=tmp_path)
-    assert f"Loading the tokenizer saved in {hf_dir}..." in proc.stdout
+    assert f"Loading the tokenizer saved in {hf_dir}..." in proc.stderr
     assert samples(proc.stdout) == [transformers_greedy_text(hf_dir, PROMPTS[kind], 20)]
 
 
@@ -175,6 +189,14 @@ def test_bpe_tokenizer_encodes_and_decodes_like_tiktoken(bpe_export):
     assert len(tokenizer) == 50257 and tokenizer.eos_token_id == 50256
 
 
+def test_train_py_starts_from_a_trained_bpe_export_on_its_dataset(trained_export, trained_data_root, tmp_path):
+    # the export's tokenizer is read back as the very BPE of the dataset, so its ids mean the same text
+    _, hf_dir = trained_export
+    stdout = train_here(trained_data_root, tmp_path / 'out', "--dataset=shakespeare_bpe", f"--init_from={hf_dir}",
+                        "--max_iters=1", "--eval_interval=1").stdout
+    assert "val bpb" in stdout and load_checkpoint(str(tmp_path / "out" / "ckpt.pt"))["iter_num"] == 1
+
+
 def test_transformers_never_generates_the_padding_ids(bpe_export):
     generation_config = json.loads((bpe_export[1] / "generation_config.json").read_text())
     assert generation_config["suppress_tokens"] == list(range(50257, 50304))
@@ -188,8 +210,20 @@ def test_model_card_holds_config_data_val_loss_and_provenance(char_export, bpe_e
     assert f"| best val loss | {checkpoint['best_val_loss']:.4f} |" in card and "| iterations | 3 |" in card
     assert '"n_embd": 32' in card and f'"git_commit": {json.dumps(checkpoint["provenance"]["git_commit"])}' in card
     assert "none in training (bias=False); exported as zeros" in card
+    assert card.split("---\n")[2].startswith(f"\n# {out_dir.name}\n")  # named for the run, not for its hf folder
+    assert "| vocabulary | 65 characters, one token each |" in card
     bpe_card = (bpe_export[1] / "README.md").read_text(encoding="utf-8")
     assert "| best val loss | 5.4321 |" in bpe_card and "padded to 50304" in bpe_card
+    assert "| val loss in bits per byte of text | not in the run's log.jsonl |" in bpe_card  # nanoGPT's: no log
+
+
+def test_model_card_of_a_trained_bpe_gives_its_vocabulary_and_the_val_loss_in_bits_per_byte(trained_export):
+    out_dir, hf_dir = trained_export
+    card = (hf_dir / "README.md").read_text(encoding="utf-8")
+    [val_bpb] = [r["val_bpb"] for r in read_log(out_dir) if r.get("iter") == 3 and "val_bpb" in r]
+    assert f"| val loss in bits per byte of text | {val_bpb:.4f} (comparable across vocabularies) |" in card
+    assert ("| vocabulary | a byte-level BPE trained on its dataset's text (`--tokenizer bpe`, GPT-2's split), 512 "
+            "tokens |") in card
 
 
 # ---------------------------------------------------------------------------- what must not happen

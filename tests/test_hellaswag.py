@@ -105,7 +105,7 @@ def test_context_longer_than_block_size_keeps_its_last_tokens():
 
 def test_character_level_model_is_refused():
     model = tiny_gpt(vocab_size=65)
-    with pytest.raises(UserError, match="GPT-2's BPE vocabulary .* this one has 65"):
+    with pytest.raises(UserError, match="needs a model of a byte-level BPE .* this one has 65 token ids"):
         evaluate_hellaswag(model, HELLASWAG_EXAMPLES, 'cpu', nullcontext())
 
 
@@ -173,21 +173,32 @@ NO_NETWORK = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.
 
 
 @pytest.mark.slow
-def test_failed_download_says_where_to_put_the_file(tmp_path):
+def test_a_missing_checkpoint_is_said_before_any_download(tmp_path):
     proc = run_script("eval_hellaswag.py", "--device=cpu", cwd=tmp_path, env=NO_NETWORK, check=False, timeout=60)
+    assert (proc.returncode, proc.stderr.splitlines()[-1]) == (1, "error: no checkpoint at out/ckpt.pt; train one "
+                                                               "first or point --out_dir at the run's directory")
+    assert "Traceback" not in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_failed_download_says_where_to_put_the_file(tmp_path, checkpoint_dir):
+    proc = run_script("eval_hellaswag.py", "--device=cpu", f"--out_dir={checkpoint_dir}", cwd=tmp_path, env=NO_NETWORK,
+                      check=False, timeout=60)
     assert proc.returncode == 1
-    assert proc.stderr == ("error: cannot download https://raw.githubusercontent.com/rowanz/hellaswag/master/data/"
+    assert proc.stderr.splitlines()[-1] + "\n" == ("error: cannot download https://raw.githubusercontent.com/rowanz/hellaswag/master/data/"
                            "hellaswag_val.jsonl ([Errno 111] Connection refused); download it yourself and "
                            "put it at data/hellaswag/hellaswag_val.jsonl, or point --hellaswag_file at a copy\n")
     assert os.listdir(tmp_path / "data" / "hellaswag") == []
 
 
 @pytest.mark.slow
-def test_mistyped_file_on_the_command_line_is_a_one_line_error(tmp_path):
-    proc = run_script("eval_hellaswag.py", "--device=cpu", f"--hellaswag_file={tmp_path / 'typo.jsonl'}",
-                      cwd=tmp_path, env=NO_NETWORK, check=False, timeout=60)
+def test_mistyped_file_on_the_command_line_is_a_one_line_error(tmp_path, checkpoint_dir):
+    proc = run_script("eval_hellaswag.py", "--device=cpu", f"--out_dir={checkpoint_dir}",
+                      f"--hellaswag_file={tmp_path / 'typo.jsonl'}", cwd=tmp_path, env=NO_NETWORK, check=False,
+                      timeout=60)
     assert proc.returncode == 1
-    assert proc.stderr == (f"error: no HellaSwag file at {tmp_path / 'typo.jsonl'}; check the path, or leave out "
+    assert proc.stderr.splitlines()[-1] + "\n" == (f"error: no HellaSwag file at {tmp_path / 'typo.jsonl'}; check the path, or leave out "
                            f"--hellaswag_file to download the official set to data/hellaswag/hellaswag_val.jsonl\n")
     assert os.listdir(tmp_path) == []
 
@@ -196,7 +207,7 @@ def test_mistyped_file_on_the_command_line_is_a_one_line_error(tmp_path):
 def checkpoint_dir(tmp_path_factory, model):
     out_dir = tmp_path_factory.mktemp("out")
     save_checkpoint({'model': model.state_dict(), 'model_args': TINY, 'config': {'dataset': 'openwebtext'},
-                     'iter_num': 0, 'best_val_loss': 1e9, 'optimizer': {}}, out_dir / "ckpt.pt")
+                     'iter_num': 0, 'best_val_loss': 1e9, 'optimizer': {}}, out_dir, "ckpt.pt")
     return out_dir
 
 

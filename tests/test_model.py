@@ -320,6 +320,7 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
     assert draws(logits, top_p=0.7) == {0, 1}
     assert draws(logits, top_p=0.5) == {0}
     assert draws(logits, top_p=0.1) == {0}  # the most likely token always stays
+    assert draws(logits, top_p=1e-300) == {0}  # even where top_p is 0 in float32 (found by the settings fuzzing)
 
 
 def test_vocab_limit_never_samples_padding_ids():
@@ -335,10 +336,12 @@ def test_sampling_at_a_tiny_temperature_in_float16_picks_the_most_likely_token()
     assert draws(logits, n=100, temperature=1e-6, top_k=2, top_p=0.9) == {1}
 
 
-def test_sampling_at_the_smallest_float32_temperature_picks_the_most_likely_token():
-    # even float32 overflows at 1e-45 (about its smallest number): dividing from the largest logit down keeps it 0
+@pytest.mark.parametrize('temperature', [1e-45, 5e-324])
+def test_sampling_at_the_smallest_temperatures_picks_the_most_likely_token(temperature):
+    # even float32 overflows at 1e-45 (about its smallest number): dividing from the largest logit down keeps it 0;
+    # 5e-324, the smallest float, is 0 in float32 (found by tests/test_settings_fuzz.py)
     logits = torch.tensor([[1.0, 3.0, 2.0]])
-    assert draws(logits, n=100, temperature=1e-45) == {1}
+    assert draws(logits, n=100, temperature=temperature) == {1}
 
 
 def test_untied_output_weights_are_refused(tmp_path):

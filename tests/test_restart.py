@@ -2,16 +2,11 @@
 on from the run's own newest checkpoint (though the command line says init_from=scratch), and the run ends with the
 losses and weights of a run that was never interrupted."""
 
-import os
-import signal
-import subprocess
-import time
-
 import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from helpers import eval_losses, iter_losses, logged_iters, rank_pids, read_log, torchrun, torchrun_command, train
+from helpers import eval_losses, iter_losses, read_log, torchrun, torchrun_killed_once, train
 
 pytestmark = pytest.mark.slow
 
@@ -24,18 +19,7 @@ def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_da
     torchrun(char_data_root, tmp_path / 'whole', *ARGS)
 
     out_dir = tmp_path / 'restarted'
-    command = torchrun_command(out_dir, *ARGS)
-    command.insert(command.index('--standalone'), '--max-restarts=1')
-    proc = subprocess.Popen(command, cwd=char_data_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while max(logged_iters(out_dir), default=0) < 10:  # past the checkpoint of iter 8
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[0][-3000:]
-        time.sleep(0.01)
-    os.kill(rank_pids(proc.pid)[1], signal.SIGKILL)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output[-3000:]
-
-    records = read_log(out_dir)
+    records = torchrun_killed_once(char_data_root, out_dir, *ARGS)  # past the checkpoint of iter 8
     restarts = [r for r in records if 'restart' in r]
     # one restart, from the checkpoint of iter 8 or 12 (torchrun's store still held the dead processes' addresses:
     # parallel.init_process_group gives each restart keys of its own)
@@ -54,7 +38,7 @@ def test_restart_before_the_first_checkpoint_of_the_run_starts_from_scratch(char
     train(char_data_root, tmp_path, '--max_iters=2')
     proc = train(char_data_root, tmp_path, '--max_iters=3',
                  env={'TORCHELASTIC_RESTART_COUNT': '1', 'TORCHELASTIC_RUN_ID': 'another-run'})
-    assert "Initializing a new model from scratch" in proc.stdout
+    assert "Initializing a new model from scratch" in proc.stderr
     assert [r['iter'] for r in read_log(tmp_path) if 'loss' in r] == [0, 1, 0, 1, 2]
 
 
@@ -62,6 +46,6 @@ def test_restart_resumes_its_own_checkpoint_though_init_from_is_scratch(char_dat
     train(char_data_root, tmp_path, '--max_iters=2', env={'TORCHELASTIC_RUN_ID': 'this-run'})
     proc = train(char_data_root, tmp_path, '--max_iters=3',
                  env={'TORCHELASTIC_RESTART_COUNT': '1', 'TORCHELASTIC_RUN_ID': 'this-run'})
-    assert f"Resuming training from {tmp_path / 'ckpt.pt'} (torchrun restart 1)" in proc.stdout
+    assert f"Resuming training from {tmp_path / 'ckpt.pt'} (torchrun restart 1)" in proc.stderr
     assert [r['iter'] for r in read_log(tmp_path) if 'loss' in r] == [0, 1, 2]
     assert {'restart': 1, 'iter': 2} in read_log(tmp_path)

@@ -1,7 +1,9 @@
 """A run that is killed, or stopped, and resumed with --init_from=resume is the run that was never interrupted:
 the same losses at every iteration and the same final weights, bit for bit; checkpoints survive a kill at any time."""
 
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from helpers import REPO, TINY, eval_losses, iter_losses, logged_iters, read_log, train
+from helpers import REPO, TINY, eval_losses, iter_losses, logged_iters, read_log, run_script, train
 
 # dropout makes the run depend on the RNG state too
 ARGS = ['--max_iters=24', '--eval_interval=4', '--dropout=0.1', '--gradient_accumulation_steps=2']
@@ -43,7 +45,8 @@ def test_kill9_then_resume_gives_bit_identical_losses_and_weights(char_data_root
     proc.communicate()
     assert 13 <= max(logged_iters(out_dir)) < 23  # it did not finish
     assert load_checkpoint(out_dir / 'ckpt.pt')['iter_num'] in (12, 16, 20)
-    train(char_data_root, out_dir, *ARGS, '--init_from=resume')
+    # two flags: the run goes on with the settings its checkpoint records
+    run_script('train.py', f'--out_dir={out_dir}', '--init_from=resume', cwd=char_data_root)
 
     whole, resumed = read_log(tmp_path / 'whole'), read_log(out_dir)
     assert iter_losses(resumed) == iter_losses(whole)
@@ -77,7 +80,7 @@ def test_kill_during_checkpoint_write_leaves_a_loadable_checkpoint(char_data_roo
     iter_num = load_checkpoint(tmp_path / 'ckpt.pt')['iter_num']  # the earlier checkpoint, whole
 
     proc = train(char_data_root, tmp_path, *args, '--init_from=resume', f'--max_iters={iter_num + 1}')
-    assert all(f"removed {path}, a checkpoint whose writer was killed" in proc.stdout for path in left)
+    assert all(f"removed {path}, a checkpoint whose writer was killed" in proc.stderr for path in left)
     assert not list(tmp_path.glob('ckpt.pt.tmp.*'))
     assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == iter_num + 1
 
@@ -92,17 +95,61 @@ def test_signal_stops_with_checkpoint_and_exit_0(sig, char_data_root, tmp_path):
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     stop = max(logged_iters(out_dir)) + 1
-    assert f"{sig.name}: stopping after this iteration" in stdout
-    args = [*TINY, f'--out_dir={out_dir}', '--max_iters=100000', '--eval_interval=1000', '--init_from=resume']
-    assert f"stopped at iter {stop}; to go on: python train.py {shlex.join(args)}\n" in stdout
+    assert f"{sig.name}: stopping after this micro step, with a checkpoint (again to stop now)" in stdout
+    assert re.search(f"^stopped at iter {stop} by {sig.name} after ", stdout, re.M)
+    assert f"\nto go on: python train.py --out_dir={shlex.quote(str(out_dir))} --init_from=resume\n" in stdout
     assert load_checkpoint(out_dir / 'ckpt.pt')['iter_num'] == stop
 
 
 @pytest.mark.slow
+def test_a_stop_within_a_long_iteration_ends_at_once_with_the_state_of_the_iteration_before(char_data_root, tmp_path):
+    # an iteration of 3,000 micro steps: a stop drops the micro steps done, and saves the state of the iteration
+    # before, bit for bit what a run of that one iteration saves, RNG states (dropout) included: what a resume repeats
+    args = ['--eval_interval=1000', '--dropout=0.1', '--gradient_accumulation_steps=3000', '--batch_size=1',
+            '--block_size=8']
+    train(char_data_root, tmp_path / 'one', *args, '--max_iters=1')
+    out_dir = tmp_path / 'stopped'
+    proc = start(char_data_root, out_dir, *args, '--max_iters=2')
+    wait_for(proc, lambda: 0 in logged_iters(out_dir))  # iteration 1 has begun
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    stopped_at = time.time()
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    iteration = next(r['dt_ms'] for r in read_log(out_dir) if 'dt_ms' in r) / 1000
+    assert time.time() - stopped_at < iteration / 2  # a micro step and a checkpoint, not the rest of the iteration
+    assert logged_iters(out_dir) == [0]
+    a, b = load_checkpoint(tmp_path / 'one' / 'ckpt.pt'), load_checkpoint(out_dir / 'ckpt.pt')
+    assert a['iter_num'] == b['iter_num'] == 1
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    assert all(torch.equal(t, b['optimizer']['state'][i][k]) for i, state in a['optimizer']['state'].items()
+               for k, t in state.items())
+    assert torch.equal(a['rng'][0]['torch'], b['rng'][0]['torch'])
+
+
+@pytest.mark.slow
+def test_a_long_evaluation_says_how_far_it_has_come_and_a_stop_skips_it(char_data_root, char_run, tmp_path):
+    shutil.copytree(char_run, tmp_path / 'out')  # iter 3
+    proc = start(char_data_root, tmp_path / 'out', '--init_from=resume', '--max_iters=10', '--eval_interval=4',
+                 '--eval_iters=1000000')
+    for line in proc.stdout:  # 20 s into the evaluation of iter 4 (the tiny model's own takes a few ms)
+        if line.startswith("step 4: evaluating"):
+            break
+    assert re.fullmatch(r"step 4: evaluating the train loss, batch \d+ of 1000000\n", line)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "step 4: the evaluation is skipped, as the run stops (a resumed run evaluates here)\n" in stdout
+    assert load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 4
+    assert 4 not in eval_losses(read_log(tmp_path / 'out'))
+
+
+@pytest.mark.slow
 def test_second_sigint_stops_at_once_without_a_checkpoint(char_data_root, tmp_path):
-    # iterations of seconds: a first SIGINT waits for the iteration to end, a second does not
-    proc = start(char_data_root, tmp_path, '--max_iters=100', '--eval_interval=1000', '--n_layer=4', '--n_embd=256',
-                 '--block_size=256', '--batch_size=8')
+    # micro steps of seconds (~300 GFLOP each, on one thread): a first SIGINT waits for the micro step to end, a second
+    # does not. With micro steps as short as the 0.3 s between the two, the first stop could end the run in between
+    proc = start(char_data_root, tmp_path, '--max_iters=100', '--eval_interval=1000', '--n_layer=4', '--n_embd=512',
+                 '--block_size=512', '--batch_size=8')
     wait_for(proc, lambda: 0 in logged_iters(tmp_path), timeout=600)  # iteration 1 has just begun
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)

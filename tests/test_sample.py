@@ -64,10 +64,16 @@ def spelling_model(text, favour_padded_ids=False):
 
 
 def sample_here(*args, cwd):
-    """What sample.py prints on the CPU, run in this process (helpers.run_in_process); it must end without an error."""
+    """What sample.py prints on stdout (the samples alone) on the CPU, run in this process (helpers.run_in_process);
+    it must end without an error."""
+    return sample_with_notes(*args, cwd=cwd).stdout
+
+
+def sample_with_notes(*args, cwd):
+    """sample_here's run, with its notes: .stdout and .stderr."""
     result = run_in_process("sample.py", "--device=cpu", *args, cwd=cwd)
     assert result.error is None, result.error
-    return result.stdout
+    return result
 
 
 def refusal(*args, cwd):
@@ -100,25 +106,25 @@ def assert_char_samples(texts, num_samples, max_new_tokens):
 
 @pytest.mark.slow
 def test_samples_from_a_char_checkpoint_written_by_train_py(char_run, char_data_root):
-    stdout = sample_here(f"--out_dir={char_run}", "--start=ROMEO:", "--num_samples=2", "--max_new_tokens=30",
-                         cwd=char_data_root)
-    assert "using the checkpoint's vocabulary: 65 characters" in stdout
-    assert_char_samples(samples(stdout), num_samples=2, max_new_tokens=30)
+    result = sample_with_notes(f"--out_dir={char_run}", "--start=ROMEO:", "--num_samples=2", "--max_new_tokens=30",
+                               cwd=char_data_root)
+    assert "using the checkpoint's vocabulary: 65 characters" in result.stderr
+    assert_char_samples(samples(result.stdout), num_samples=2, max_new_tokens=30)
 
 
 @pytest.mark.slow
 def test_a_checkpoint_with_its_vocabulary_samples_anywhere(char_run, char_data_root, tmp_path):
     args = (f"--out_dir={char_run}", "--start=ROMEO:", "--num_samples=3", "--max_new_tokens=30")
-    away = sample_here(*args, cwd=tmp_path)  # no data/shakespeare_char/meta.pkl here
-    assert "using the checkpoint's vocabulary: 65 characters" in away and "meta.pkl" not in away
-    assert samples(away) == samples(sample_here(*args, cwd=char_data_root))
+    away = sample_with_notes(*args, cwd=tmp_path)  # no data/shakespeare_char/meta.pkl here
+    assert "using the checkpoint's vocabulary: 65 characters" in away.stderr and "meta.pkl" not in away.stderr
+    assert samples(away.stdout) == samples(sample_here(*args, cwd=char_data_root))
 
 
 def test_samples_from_a_char_checkpoint_written_by_nanogpt(char_out, char_data_root):
-    stdout = sample_here(f"--out_dir={char_out}", "--start=ROMEO:", "--num_samples=3", "--max_new_tokens=40",
-                         cwd=char_data_root)
-    assert "Loading meta from data/shakespeare_char/meta.pkl..." in stdout  # it records no vocabulary
-    assert_char_samples(samples(stdout), num_samples=3, max_new_tokens=40)
+    result = sample_with_notes(f"--out_dir={char_out}", "--start=ROMEO:", "--num_samples=3", "--max_new_tokens=40",
+                               cwd=char_data_root)
+    assert "Loading meta from data/shakespeare_char/meta.pkl..." in result.stderr  # it records no vocabulary
+    assert_char_samples(samples(result.stdout), num_samples=3, max_new_tokens=40)
 
 
 def test_char_checkpoint_of_nanogpt_away_from_its_meta_pkl_says_where_to_run(char_out, tmp_path):
@@ -166,10 +172,10 @@ def feed_fifo_if_opened(path, wait=5):
 
 
 def test_generation_runs_past_block_size(char_out, char_data_root):
-    stdout = sample_here(f"--out_dir={char_out}", "--start=" + "a" * 40, "--num_samples=2", "--max_new_tokens=30",
-                         cwd=char_data_root)  # block_size 32
-    assert "the prompt has 40 tokens; the model sees the last 32 (its block_size)" in stdout
-    assert [len(text) for text in samples(stdout)] == [70, 70]
+    result = sample_with_notes(f"--out_dir={char_out}", "--start=" + "a" * 40, "--num_samples=2",
+                               "--max_new_tokens=30", cwd=char_data_root)  # block_size 32
+    assert "the prompt has 40 tokens; the model sees the last 32 (its block_size)" in result.stderr
+    assert [len(text) for text in samples(result.stdout)] == [70, 70]
 
 
 def test_top_k_none_keeps_every_token(char_out, char_data_root):
@@ -196,10 +202,11 @@ def test_greedy_samples_of_a_batch_are_the_single_greedy_sample(char_out, char_d
     assert samples(sample_here(*args, "--num_samples=4", cwd=char_data_root)) == [single] * 4  # one batch, whole
 
 
-def test_sampled_rows_differ_and_the_seed_repeats_them(char_out, char_data_root, capsys):
+def test_sampled_rows_differ_and_the_seed_repeats_them(char_out, char_data_root):
     args = (f"--out_dir={char_out}", "--start=ROMEO:", "--num_samples=4", "--max_new_tokens=30")
-    first = sample_here(*args, cwd=char_data_root)
-    assert capsys.readouterr().err == ""  # no progress where stderr is not a terminal
+    result = sample_with_notes(*args, cwd=char_data_root)
+    first = result.stdout
+    assert "samples 1-4" not in result.stderr  # no progress where stderr is not a terminal
     assert len(set(samples(first))) == 4
     assert sample_here(*args, cwd=char_data_root) == first
     assert not set(samples(sample_here(*args, "--seed=1", cwd=char_data_root))) & set(samples(first))
@@ -209,8 +216,10 @@ def test_more_samples_than_max_batch_size_run_in_batches_showing_progress_on_a_t
         char_out, char_data_root, monkeypatch):
     master, terminal = pty.openpty()
     monkeypatch.setattr(sys, 'stderr', open(terminal, 'w'))
-    stdout = sample_here(f"--out_dir={char_out}", "--num_samples=5", "--max_batch_size=2", "--max_new_tokens=20",
-                         cwd=char_data_root)
+    result = run_in_process("sample.py", "--device=cpu", f"--out_dir={char_out}", "--num_samples=5",
+                            "--max_batch_size=2", "--max_new_tokens=20", cwd=char_data_root, capture_stderr=False)
+    assert result.error is None, result.error
+    stdout = result.stdout
     sys.stderr.close()
     progress = os.read(master, 65536).decode()  # a few hundred bytes, well within what a terminal buffers
     os.close(master)
@@ -220,7 +229,7 @@ def test_more_samples_than_max_batch_size_run_in_batches_showing_progress_on_a_t
     assert "\rsamples 1-2 of 5: 1/20 tokens\033[K" in progress and "\rsamples 1-2 of 5: 20/20 tokens\033[K" in progress
     assert "\rsamples 3-4 of 5: 20/20 tokens\033[K" in progress and "5 of 5" not in progress
     assert progress.endswith("\r\033[K")  # the line erased before the samples print
-    assert "samples" not in stdout.split("number of parameters")[-1]
+    assert "samples" not in stdout
 
 
 def test_a_batch_too_large_for_memory_says_what_to_lower(char_out, char_data_root):
@@ -254,9 +263,10 @@ def test_bpe_checkpoint_without_meta_samples_gpt2_tokens(tmp_path):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=64, vocab_size=50304))
     out_dir = write_checkpoint(tmp_path / "out", model, "openwebtext")  # no data/openwebtext/meta.pkl in cwd
-    stdout = sample_here(f"--out_dir={out_dir}", "--start=Hello, world", "--num_samples=2", "--max_new_tokens=20",
-                         "--temperature=1.0", "--top_k=50304", cwd=tmp_path)
-    assert "No meta.pkl found, assuming GPT-2 encodings..." in stdout
+    result = sample_with_notes(f"--out_dir={out_dir}", "--start=Hello, world", "--num_samples=2",
+                               "--max_new_tokens=20", "--temperature=1.0", "--top_k=50304", cwd=tmp_path)
+    stdout = result.stdout
+    assert "No meta.pkl found, assuming GPT-2 encodings..." in result.stderr
     # the same draws here: sample.py seeds before it builds the model, whose initialisation draws too
     enc = tiktoken.get_encoding("gpt2")
     torch.manual_seed(1337)
@@ -289,7 +299,7 @@ def test_a_prompt_outside_the_terminals_encoding_prints_escaped(tmp_path):
     out_dir = write_checkpoint(tmp_path / "out", spelling_model("é日😀"), "openwebtext")
     proc = run_sample(f"--out_dir={out_dir}", "--start=é", "--temperature=0", "--num_samples=1", "--max_new_tokens=9",
                       cwd=tmp_path, env={'PYTHONIOENCODING': 'ascii'})
-    assert "Overriding: start = '\\xe9'" in proc.stdout
+    assert "Overriding: start = '\\xe9'" in proc.stderr
     assert samples(proc.stdout) == ["\\xe9\\xe9\\u65e5\\U0001f600"]
 
 
@@ -324,7 +334,7 @@ ERRORS = {
     'negative_max_new_tokens': ("--max_new_tokens=-5", "max_new_tokens=-5 must be at least 1"),
     'negative_num_samples': ("--num_samples=-1", "num_samples=-1 must be at least 1"),
     'max_batch_size_zero': ("--max_batch_size=0", "max_batch_size=0 must be at least 1"),
-    'top_k_zero': ("--top_k=0", "top_k=0 must be at least 1, or None"),
+    'top_k_zero': ("--top_k=0", "top_k=0 must be at least 1 (below 2**63), or None"),
     'top_k_not_a_number': ("--top_k=all", "top_k must be int like its default 200, got 'all'"),
 }
 
@@ -364,4 +374,4 @@ def test_bpe_checkpoint_without_tiktoken_cache_offline_fails_in_one_line_before_
     proc = run_script("sample.py", f"--out_dir={out_dir}", "--device=cpu", cwd=tmp_path, check=False, timeout=120,
                       env=dict(TIKTOKEN_CACHE_DIR=str(tmp_path / "empty_cache"), **BLOCKED_NETWORK))
     assert_user_error(proc, "cannot download GPT-2's BPE files vocab.bpe and encoder.json")
-    assert "set TIKTOKEN_CACHE_DIR" in proc.stderr and "number of parameters" not in proc.stdout
+    assert "set TIKTOKEN_CACHE_DIR" in proc.stderr and "number of parameters" not in proc.stderr

@@ -52,7 +52,7 @@ def test_loss_falls(scratch):
 def test_log_has_a_record_every_iteration_and_every_eval(scratch):
     out_dir, _ = scratch
     records = read_log(out_dir)
-    assert list(records[0]) == ['provenance']
+    assert records[0].keys() == {'provenance', 'resumed_from'} and records[0]['resumed_from'] is None
     iters = [r for r in records if 'loss' in r]
     assert [r['iter'] for r in iters] == list(range(12))
     assert all(set(r) == {'iter', 'loss', 'lr', 'dt_ms', 'mfu', 'tokens'} for r in iters)
@@ -65,9 +65,39 @@ def test_log_has_a_record_every_iteration_and_every_eval(scratch):
 
 
 def test_stdout_keeps_nanogpt_line_formats(scratch):
-    _, stdout = scratch
-    assert len(re.findall(r"^iter \d+: loss \d+\.\d{4}, time \d+\.\d{2}ms, mfu -?\d+\.\d{2}%$", stdout, re.M)) == 12
-    assert len(re.findall(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}$", stdout, re.M)) == 4
+    stdout = scratch[1].stdout
+    assert len(re.findall(r"^iter \d+: loss \d+\.\d{4}, time \d+\.\d{2}ms, ", stdout, re.M)) == 12
+    # nanoGPT's step line, then the val loss in bits per byte of text
+    assert len(re.findall(r"^step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}, val bpb \d+\.\d{4}$", stdout,
+                          re.M)) == 4
+
+
+def test_iter_lines_say_how_far_the_run_is_and_show_mfu_once_measured(scratch):
+    lines = re.findall(r"^iter (\d+): loss [\d.]+, time [\d.]+ms(, mfu \d+\.\d\d%)?, (.*)$", scratch[1].stdout, re.M)
+    assert [int(it) for it, _, _ in lines] == list(range(12))
+    assert [bool(mfu) for _, mfu, _ in lines] == [False] * 5 + [True] * 7  # as in log.jsonl: from the 6th on
+    assert lines[0][2] == "8.3% of 12 iters"  # the rate is not known after the first iteration
+    assert re.fullmatch(r"16\.7% of 12 iters, \d+s left", lines[1][2])
+    assert re.fullmatch(r"100\.0% of 12 iters, 0s left", lines[11][2])
+
+
+def test_the_end_of_a_run_says_what_it_reached_and_what_to_run_next(scratch):
+    out_dir, result = scratch
+    best = min(eval_losses(read_log(out_dir)).items(), key=lambda item: item[1][1])
+    tail = result.stdout.splitlines()[-4:]
+    assert re.fullmatch(r"training ended at iter 12 after \d+s, having trained on 1,536 tokens \(1,536 in all\)",
+                        tail[0])
+    assert tail[1] == f"best val loss {best[1][1]:.4f} at iter {best[0]}"
+    assert tail[2] == f"the model is in {out_dir / 'ckpt.pt'}"
+    assert tail[3] == (f"next: python sample.py --out_dir={out_dir}; python plot.py --out_dir={out_dir}; "
+                       f"python export.py --out_dir={out_dir}")
+
+
+def test_notes_go_to_stderr_and_stdout_holds_the_log(scratch):
+    stdout, stderr = scratch[1].stdout, scratch[1].stderr
+    assert "Overriding: max_iters = 12" in stderr and "number of parameters" in stderr
+    assert all(re.match(r"(iter|step) \d+: |saving checkpoint|training ended|best val loss|the model is|next: ", line)
+               for line in stdout.splitlines())
 
 
 def test_provenance_in_log_and_checkpoint(scratch):
@@ -116,6 +146,55 @@ def test_resume_continues_from_the_saved_iteration(char_data_root, scratch, tmp_
     assert load_checkpoint(out_dir / 'ckpt.pt')['iter_num'] == 15
 
 
+def test_a_torn_last_line_of_the_log_is_repaired_and_said(char_data_root, scratch, tmp_path):
+    # a power cut mid-line: half a record, and the block of NUL bytes a file system can leave at the end
+    shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
+    with open(tmp_path / 'log.jsonl', 'ab') as f:
+        f.write(b'{"iter": 12, "loss": 3.1' + b'\0' * 4096)
+    stderr = train_here(char_data_root, tmp_path, '--init_from=resume', '--max_iters=13').stderr
+    assert (f"{tmp_path / 'log.jsonl'}: removed a torn last line of 24 bytes, removed 4096 NUL bytes at its end "
+            f"(left by a run that was cut off)") in stderr
+    records = read_log(tmp_path)  # every line a record: the next run's first one is not glued to the torn line
+    assert records[-1]['iter'] == 13 and [r for r in records if 'provenance' in r][-1]['resumed_from'] == 12
+
+
+def test_token_ids_outside_the_vocabulary_met_in_a_run_stop_it_with_its_checkpoint_whole(char_data_root, scratch,
+                                                                                          tmp_path, monkeypatch):
+    # train.bin corrupt between what the start's check reads (here its first and last 16 tokens: at GPT-2's scale
+    # it reads 4 MB of a file of gigabytes), met by the first batch of the resumed run
+    import dataloader
+    monkeypatch.setattr(dataloader, 'CHECKED_STRETCHES', 2)
+    monkeypatch.setattr(dataloader, 'STRETCH_TOKENS', 16)
+    shutil.copytree(char_data_root / 'data', tmp_path / 'data')
+    train_bin = np.memmap(tmp_path / 'data' / 'shakespeare_char' / 'train.bin', dtype=np.uint16, mode='r+')
+    train_bin[100:-100] = 1000
+    train_bin.flush()
+    shutil.copytree(scratch[0], tmp_path / 'out')
+    before = (tmp_path / 'out' / 'ckpt.pt').read_bytes()
+    result = run_in_process('train.py', f"--out_dir={tmp_path / 'out'}", '--init_from=resume', '--max_iters=20',
+                            cwd=tmp_path)
+    assert re.fullmatch(r"data/shakespeare_char/train\.bin holds token id 1000 at token [\d,]+, but its vocabulary has "
+                        r"only 65 ids \(0\.\.64\): the files of the dataset do not belong together, or it is corrupt; "
+                        r"prepare it again; stopped at iter 12 \(the checkpoint of iter 12 in .* is kept\): fix it, "
+                        r"then go on with python train\.py --out_dir=.* --init_from=resume", result.error), result.error
+    assert (tmp_path / 'out' / 'ckpt.pt').read_bytes() == before
+    assert "step 12: the evaluation is skipped, as the run stops" in result.stdout
+
+
+def test_a_run_of_iterations_far_longer_than_expected_says_so_with_a_command_of_minutes(char_data_root, tmp_path):
+    # nanoGPT's 491,520 tokens an iteration (12 x 1024, 40 micro steps), on a CPU: minutes an iteration. Said, not
+    # refused (max_iters=0: it evaluates once and ends)
+    stderr = train_here(char_data_root, tmp_path, '--max_iters=0', '--eval_iters=1', '--n_layer=2', '--n_embd=256',
+                        '--n_head=4', '--block_size=1024', '--batch_size=12', '--gradient_accumulation_steps=40').stderr
+    assert re.search(r"^note: an iteration of this run will take about (\d+m\d\ds|\d+h\d\dm) on cpu ", stderr, re.M)
+    assert "for a run of minutes here: python train.py config/train_shakespeare_char_cpu.py\n" in stderr
+    assert load_checkpoint(tmp_path / 'ckpt.pt')['iter_num'] == 0
+
+
+def test_a_run_of_short_iterations_says_nothing_of_its_length(scratch):
+    assert "note: an iteration" not in scratch[1].stderr
+
+
 def test_resume_with_another_batch_shape_keeps_the_token_count_true_and_records_the_change(char_data_root, scratch,
                                                                                            tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)  # 12 iterations of 4 x 32 tokens
@@ -135,9 +214,9 @@ def test_nanogpt_checkpoint_resumes(char_data_root, scratch, tmp_path):
                'config': {k: v for k, v in ours['config'].items() if k not in ('seed', 'hellaswag', 'hellaswag_file')}}
     (tmp_path / 'out').mkdir()
     torch.save(nanogpt, tmp_path / 'out' / 'ckpt.pt')
-    stdout = train_here(char_data_root, tmp_path / 'out', '--init_from=resume', '--max_iters=14',
-                        '--eval_interval=100')
-    assert "no RNG state" in stdout
+    stderr = train_here(char_data_root, tmp_path / 'out', '--init_from=resume', '--max_iters=14',
+                        '--eval_interval=100').stderr
+    assert "no RNG state" in stderr
     assert [r['iter'] for r in read_log(tmp_path / 'out') if 'loss' in r] == [12, 13]
     assert load_checkpoint(tmp_path / 'out' / 'ckpt.pt')['iter_num'] == 14
 
@@ -158,7 +237,7 @@ def test_without_always_save_ckpt_keeps_the_best_model_and_last_the_newest_state
     best = load_checkpoint(tmp_path / 'ckpt.pt')
     # a learning rate of 1 makes every step worse: the eval at iter 14 does not improve
     stdout = train_here(char_data_root, tmp_path, '--init_from=resume', '--learning_rate=1.0', '--decay_lr=False',
-                 '--max_iters=14', '--eval_interval=2', '--always_save_checkpoint=False')
+                        '--max_iters=14', '--eval_interval=2', '--always_save_checkpoint=False').stdout
     assert f"saving checkpoint to {tmp_path / 'last.pt'} (end of training, iter 14)" in stdout
     ckpt, last = load_checkpoint(tmp_path / 'ckpt.pt'), load_checkpoint(tmp_path / 'last.pt')
     assert ckpt['iter_num'] == 12 and all(torch.equal(ckpt['model'][k], best['model'][k]) for k in best['model'])
@@ -175,7 +254,8 @@ def test_without_always_save_ckpt_keeps_the_best_model_and_last_the_newest_state
 
 
 def test_checkpoint_interval_saves_between_evals(char_data_root, tmp_path):
-    stdout = train_here(char_data_root, tmp_path, '--max_iters=7', '--eval_interval=100', '--checkpoint_interval=3')
+    stdout = train_here(char_data_root, tmp_path, '--max_iters=7', '--eval_interval=100',
+                        '--checkpoint_interval=3').stdout
     saves = re.findall(r"^saving checkpoint to .*/(\S+) \((.*), iter (\d+)\)$", stdout, re.M)
     assert saves == [('ckpt.pt', 'checkpoint_interval', '3'), ('ckpt.pt', 'checkpoint_interval', '6'),
                      ('ckpt.pt', 'val loss improved', '7')]
@@ -183,8 +263,9 @@ def test_checkpoint_interval_saves_between_evals(char_data_root, tmp_path):
 
 def test_resume_keeps_the_checkpoints_model_shape_and_records_it(char_data_root, scratch, tmp_path):
     shutil.copytree(scratch[0], tmp_path, dirs_exist_ok=True)
-    stdout = train_here(char_data_root, tmp_path, '--init_from=resume', '--max_iters=13', '--n_layer=3', '--block_size=16')
-    assert "a resumed run keeps its model's shape: n_layer=2 (not 3), block_size=32 (not 16)" in stdout
+    stderr = train_here(char_data_root, tmp_path, '--init_from=resume', '--max_iters=13', '--n_layer=3',
+                        '--block_size=16').stderr
+    assert "a resumed run keeps its model's shape: n_layer=2 (not 3), block_size=32 (not 16)" in stderr
     checkpoint = load_checkpoint(tmp_path / 'ckpt.pt')
     assert checkpoint['iter_num'] == 13
     assert checkpoint['config']['n_layer'] == 2 and checkpoint['config']['block_size'] == 32
@@ -202,8 +283,8 @@ def test_a_new_run_appends_to_the_log_of_its_out_dir(char_data_root, scratch, tm
 
 
 def test_compile_defaults_to_off_on_cpu(char_data_root, tmp_path):
-    stdout = train_here(char_data_root, tmp_path, '--max_iters=1', '--compile=None')
-    assert "compiling the model" not in stdout
+    result = train_here(char_data_root, tmp_path, '--max_iters=1', '--compile=None')
+    assert "compiling the model" not in result.stdout + result.stderr
     assert read_log(tmp_path)[0]['provenance']['config']['compile'] is None
 
 
@@ -221,7 +302,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_checkpoint(char_data_root, sc
 @pytest.mark.slow
 def test_compiled_model_trains_and_saves_plain_weights_that_load_weights_only(char_data_root, scratch, tmp_path):
     proc = train(char_data_root, tmp_path, *SCRATCH_ARGS, '--max_iters=2', '--compile=True')
-    assert "compiling the model" in proc.stdout
+    assert "compiling the model" in proc.stderr
     eager, compiled = iter_losses(read_log(scratch[0])), iter_losses(read_log(tmp_path))
     assert compiled[0] == pytest.approx(eager[0], abs=1e-4) and compiled[1] == pytest.approx(eager[1], abs=1e-4)
     raw = torch.load(tmp_path / 'ckpt.pt', weights_only=True)  # not checkpoint.load_checkpoint, which strips prefixes

@@ -9,14 +9,15 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from dataloader import batch_offsets, epochs_ended, get_batch
-from helpers import eval_losses, iter_losses, read_log, train
+from dataloader import batch_offsets, epochs_ended, get_batch, open_dataset
+from helpers import SHAKESPEARE, eval_losses, iter_losses, read_log, run_in_process, train
+from tokenizer import dataset_vocab
 
 
 def test_y_is_x_shifted_by_one_token_of_the_file(char_data_root):
     data_dir = char_data_root / 'data' / 'shakespeare_char'
     tokens = np.fromfile(data_dir / 'train.bin', dtype=np.uint16).astype(np.int64)
-    x, y = get_batch(data_dir, 'train', 4, 16, 1337, 0)
+    x, y = get_batch(open_dataset(data_dir, 16), 'train', 4, 16, 1337, 0)
     assert x.shape == y.shape == (4, 16) and x.dtype == y.dtype == torch.int64
     windows = np.lib.stride_tricks.sliding_window_view(tokens, 16)
     for row_x, row_y in zip(x, y):
@@ -25,20 +26,20 @@ def test_y_is_x_shifted_by_one_token_of_the_file(char_data_root):
 
 
 def test_batch_depends_only_on_seed_split_and_step(char_data_root):
-    data_dir = char_data_root / 'data' / 'shakespeare_char'
-    x, _ = get_batch(data_dir, 'train', 4, 16, 1337, 7)
-    get_batch(data_dir, 'train', 4, 16, 1337, 3)  # nothing carries over from one call to the next
-    assert torch.equal(get_batch(data_dir, 'train', 4, 16, 1337, 7)[0], x)
-    assert not torch.equal(get_batch(data_dir, 'train', 4, 16, 1337, 8)[0], x)
-    assert not torch.equal(get_batch(data_dir, 'train', 4, 16, 1338, 7)[0], x)
-    assert not torch.equal(get_batch(data_dir, 'val', 4, 16, 1337, 7)[0], x)
+    data = open_dataset(char_data_root / 'data' / 'shakespeare_char', 16)
+    x, _ = get_batch(data, 'train', 4, 16, 1337, 7)
+    get_batch(data, 'train', 4, 16, 1337, 3)  # nothing carries over from one call to the next
+    assert torch.equal(get_batch(data, 'train', 4, 16, 1337, 7)[0], x)
+    assert not torch.equal(get_batch(data, 'train', 4, 16, 1337, 8)[0], x)
+    assert not torch.equal(get_batch(data, 'train', 4, 16, 1338, 7)[0], x)
+    assert not torch.equal(get_batch(data, 'val', 4, 16, 1337, 7)[0], x)
 
 
 def test_rows_of_a_global_batch_do_not_depend_on_how_it_is_split(char_data_root):
     # one process taking 8 rows, or 4 processes (or micro-steps) taking 2 rows each
-    data_dir = char_data_root / 'data' / 'shakespeare_char'
-    whole, _ = get_batch(data_dir, 'train', 8, 16, 1337, 5)
-    parts = [get_batch(data_dir, 'train', 2, 16, 1337, 5, first_row=row)[0] for row in (0, 2, 4, 6)]
+    data = open_dataset(char_data_root / 'data' / 'shakespeare_char', 16)
+    whole, _ = get_batch(data, 'train', 8, 16, 1337, 5)
+    parts = [get_batch(data, 'train', 2, 16, 1337, 5, first_row=row)[0] for row in (0, 2, 4, 6)]
     assert torch.equal(torch.cat(parts), whole)
 
 
@@ -57,7 +58,7 @@ def test_windows_past_2_to_the_31_tokens_of_a_sparse_4_gib_file_are_read(tmp_pat
             f.write(window.tobytes())
             expected.append(window.astype(np.int64))
     assert (offsets > 2**31).sum() >= 2  # this seed puts half the rows past 2**31
-    x, y = get_batch(tmp_path, 'train', 4, block_size, 1337, 3)
+    x, y = get_batch({'train': open(path, 'rb')}, 'train', 4, block_size, 1337, 3)
     expected = torch.from_numpy(np.stack(expected))
     assert torch.equal(x, expected[:, :-1]) and torch.equal(y, expected[:, 1:])
 
@@ -92,13 +93,13 @@ def test_epoch_order_depends_on_the_seed():
 def test_processes_read_their_rows_of_the_global_epoch_batch(char_data_root):
     # 16 rows a step: one process taking them all, or 2 processes of 2 micro-batches of 4 rows (train.py's
     # first_row), or 4 processes of 1 micro-batch: each reads its rows of the same batch
-    data_dir = char_data_root / 'data' / 'shakespeare_char'
-    whole, _ = get_batch(data_dir, 'train', 16, 32, 1337, 9, 0, 'cpu', 'epoch', 16)
+    data = open_dataset(char_data_root / 'data' / 'shakespeare_char', 16)
+    whole, _ = get_batch(data, 'train', 16, 32, 1337, 9, 0, 'cpu', 'epoch', 16)
     for batch_size in (4, 8):
-        parts = [get_batch(data_dir, 'train', batch_size, 32, 1337, 9, row, 'cpu', 'epoch', 16)[0]
+        parts = [get_batch(data, 'train', batch_size, 32, 1337, 9, row, 'cpu', 'epoch', 16)[0]
                  for row in range(0, 16, batch_size)]
         assert torch.equal(torch.cat(parts), whole)
-    assert not torch.equal(get_batch(data_dir, 'train', 16, 32, 1337, 10, 0, 'cpu', 'epoch', 16)[0], whole)
+    assert not torch.equal(get_batch(data, 'train', 16, 32, 1337, 10, 0, 'cpu', 'epoch', 16)[0], whole)
 
 
 def test_epoch_order_of_100_billion_tokens_needs_no_table():
@@ -113,10 +114,11 @@ def test_epoch_order_of_100_billion_tokens_needs_no_table():
 
 def test_epochs_ended_names_the_batch_that_reads_an_epochs_last_window(tmp_path):
     (tmp_path / 'train.bin').write_bytes(np.zeros(10 * 8 + 1, dtype=np.uint16).tobytes())  # 10 windows of 8
-    ended = {step: list(epochs_ended(tmp_path, 8, 'epoch', 4, step)) for step in range(6)}
+    data = {'train': open(tmp_path / 'train.bin', 'rb')}
+    ended = {step: list(epochs_ended(data, 8, 'epoch', 4, step)) for step in range(6)}
     assert ended == {0: [], 1: [], 2: [1], 3: [], 4: [2], 5: []}  # rows 8..11 hold row 9, epoch 1's last
-    assert list(epochs_ended(tmp_path, 8, 'epoch', 25, 0)) == [1, 2]  # a batch larger than an epoch
-    assert list(epochs_ended(tmp_path, 8, 'random', 4, 2)) == []
+    assert list(epochs_ended(data, 8, 'epoch', 25, 0)) == [1, 2]  # a batch larger than an epoch
+    assert list(epochs_ended(data, 8, 'random', 4, 2)) == []
 
 
 @pytest.mark.slow  # 3 training runs
@@ -141,3 +143,22 @@ def test_a_run_resumed_mid_epoch_reads_what_the_whole_run_reads(char_data_root, 
     ends = [(r['iter'], r['epoch'], r['tokens']) for r in whole if 'epoch' in r]
     assert ends == [(4, 1, 5 * 4 * 32), (9, 2, 10 * 4 * 32)]
     assert [(r['iter'], r['epoch']) for r in resumed if 'epoch' in r] == [(4, 1), (9, 2)]
+
+
+# ----------------------------------------------------------------------------- the dataset a run opened
+
+def test_a_run_reads_the_dataset_it_opened_when_a_new_one_moves_in(tmp_path):
+    # train.py opens its dataset once (open_dataset): a data script that replaces it meanwhile changes nothing for the run
+    text = SHAKESPEARE.read_text(encoding='utf-8')
+    for name, part in (('a.txt', text[:20000]), ('b.txt', text[-20000:])):
+        (tmp_path / name).write_text(part, encoding='utf-8')
+    prepare = lambda name: run_in_process('data/prepare_text.py', '--input', tmp_path / name, '--name', 'd',
+                                          '--data_dir', tmp_path, cwd=tmp_path)
+    prepare('a.txt')
+    data = open_dataset(tmp_path / 'd', 16)
+    x = get_batch(data, 'train', 4, 16, 1337, 0)[0]
+    vocab = dataset_vocab(tmp_path / 'd', data['meta.pkl'])
+    prepare('b.txt')
+    assert torch.equal(get_batch(data, 'train', 4, 16, 1337, 0)[0], x)
+    assert not torch.equal(get_batch(open_dataset(tmp_path / 'd', 16), 'train', 4, 16, 1337, 0)[0], x)
+    assert vocab != dataset_vocab(tmp_path / 'd', open_dataset(tmp_path / 'd', 16)['meta.pkl'])

@@ -30,10 +30,16 @@ def workspace(char_data_root, char_run, tmp_path_factory):
              'hugevocab': {'vocab_size': 10 ** 30}, 'itos_not_a_dict': {'vocab_size': 2, 'itos': 'ab', 'stoi': {}},
              'twelve': char_meta('abcdefghijkl'),
              'other65': char_meta([chr(c) for c in range(200, 265)])}  # as many characters as shakespeare_char's
+    (ws / 'data' / 'gpt2ids').mkdir()  # GPT-2 ids beside characters' meta.pkl: 65 ids, but ids up to 50256
+    for split in ('train', 'val'):
+        np.arange(100, 2100, dtype=np.uint16).tofile(ws / 'data' / 'gpt2ids' / f'{split}.bin')
+    with open(ws / 'data' / 'gpt2ids' / 'meta.pkl', 'wb') as f:
+        pickle.dump(char_meta([chr(c) for c in range(65, 130)]), f)
     for name in ['noval', 'tiny', 'oddbytes', *metas]:
         (ws / 'data' / name).mkdir()
         for split in ['train'] if name == 'noval' else ['train', 'val']:
-            np.arange(10 if name == 'tiny' else 1000, dtype=np.uint16).tofile(ws / 'data' / name / f'{split}.bin')
+            ids = np.arange(10 if name == 'tiny' else 1000) % min(metas.get(name, {}).get('vocab_size', 50257), 50257)
+            ids.astype(np.uint16).tofile(ws / 'data' / name / f'{split}.bin')
         if name in metas:
             with open(ws / 'data' / name / 'meta.pkl', 'wb') as f:
                 pickle.dump(metas[name], f)
@@ -104,6 +110,14 @@ ERRORS = {
     'resume_on_a_larger_vocabulary': (['--init_from=resume', '--out_dir=nanogpt_run', '--dataset=bigvocab'],
                                       "dataset=bigvocab has 1000 token ids but the model from init_from=resume knows "
                                       "only 65 (it was trained on shakespeare_char); pick a dataset of its vocabulary"),
+    'token_ids_outside_the_vocabulary': (['--dataset=gpt2ids'],
+                                         "data/gpt2ids/train.bin holds token id 100 at token 0, but its vocabulary has "
+                                         "only 65 ids (0..64): the files of the dataset do not belong together, or it "
+                                         "is corrupt; prepare it again"),
+    'out_dir_empty': (['--out_dir='], "out_dir is empty; name a directory, e.g. --out_dir=out"),
+    'out_dir_below_a_file': (['--out_dir=afile/out'],
+                             "out_dir=afile/out is below {ws}/afile, which is a file, not a directory; pick another "
+                             "--out_dir"),
     'n_embd_not_divisible_by_n_head': (['--n_embd=30', '--n_head=4'],
                                        "n_embd=30 is not divisible by n_head=4; each head gets n_embd/n_head dimensions"),
     'resume_without_checkpoint': (['--init_from=resume', '--out_dir=empty'],
@@ -144,6 +158,15 @@ ERRORS = {
                                     "before it has warmed up: set --lr_decay_iters to at least 10"),
     'unknown_dtype': (['--dtype=float8'], "dtype='float8' must be one of 'float32', 'bfloat16', 'float16', None "
                                           "(in --dtype=float8)"),
+    'seed_beyond_what_torch_takes': (['--seed=99999999999999999999999'],
+                                     "seed=99999999999999999999999 must be in [0, 4611686018427387904]"),
+    'eval_iters_beyond_an_int64': (['--eval_iters=99999999999999999999999'],
+                                   "eval_iters=99999999999999999999999 must be at least 1 (below 2**63)"),
+    'nan_learning_rate': (['--learning_rate=1e999'], "learning_rate=inf must be at least 0.0 (finite)"),
+    'a_model_larger_than_the_memory': (['--n_layer=100000', '--n_embd=4096', '--n_head=32'],
+                                       "(2.01e+13 parameters) trained on micro-batches of 4 needs at least"),
+    'a_batch_larger_than_the_memory': (['--batch_size=99999999999'],
+                                       "(2.77e+04 parameters) trained on micro-batches of 99999999999 needs at least"),
     'unknown_init_from': (['--init_from=gpt3'],
                           "init_from='gpt3' is not 'scratch', 'resume', a GPT-2 model (gpt2, gpt2-medium, "
                           "gpt2-large, gpt2-xl) or a directory saved by transformers"),
@@ -170,7 +193,7 @@ def test_bad_input_gives_one_line_error_and_changes_nothing(case, workspace, cha
     args, message, env = setup_case(case, tmp_path)
     before = snapshot(workspace, char_data_root, tmp_path)
     error = run_in_process('train.py', *TINY, *args, cwd=workspace, env=env).error
-    assert error is not None and message in error, error
+    assert error is not None and message.format(ws=workspace) in error, error
     assert '\n' not in error
     assert snapshot(workspace, char_data_root, tmp_path) == before
 

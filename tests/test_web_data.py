@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tiktoken
+import tokenizer
 from errors import UserError
-from helpers import REPO, SHAKESPEARE, children, kill_a_worker, listing
+from helpers import REPO, SHAKESPEARE, assert_user_error, children, kill_a_worker, listing
 
 
 FINEWEB = REPO / "data" / "fineweb" / "prepare.py"
@@ -89,8 +90,9 @@ def shakespeare_shards(root, num_files, docs_per_file, doc_chars=1000):
 # ---------------------------------------------------------------------------- results
 
 def test_every_document_is_gpt2_ids_then_endoftext_and_every_nth_goes_to_val(tmp_path, shards):
-    out = prepare(FINEWEB, tmp_path / "out", "--data_files", shards / "*.parquet", "--val_every", 3, "--bpe", "auto").stdout
-    assert f"tokenizing with {'gigatoken' if importlib.util.find_spec('gigatoken') else 'tiktoken'}" in out
+    result = prepare(FINEWEB, tmp_path / "out", "--data_files", shards / "*.parquet", "--val_every", 3, "--bpe", "auto")
+    assert f"tokenizing with {'gigatoken' if importlib.util.find_spec('gigatoken') else 'tiktoken'}" in result.stderr
+    out = result.stdout
     val_docs = [d for i, d in enumerate(DOCS) if i % 3 == 0]  # documents 0, 3, 6, counted across files
     train_docs = [d for i, d in enumerate(DOCS) if i % 3 != 0]
     assert tokens(tmp_path / "out" / "val.bin") == gpt2_ids(val_docs)
@@ -117,7 +119,7 @@ def test_output_does_not_depend_on_num_proc_nor_on_the_bpe(tmp_path):
     src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=700)
     for num_proc, bpe in ((1, "gigatoken"), (2, "gigatoken"), (2, "tiktoken")):
         out = prepare(FINEWEB, tmp_path / f"{num_proc}-{bpe}", "--data_files", src, "--num_proc", num_proc,
-                      "--val_every", 7, "--bpe", bpe).stdout
+                      "--val_every", 7, "--bpe", bpe).stderr
         assert f"tokenizing with {bpe}" in out
     assert outputs(tmp_path / "1-gigatoken") == outputs(tmp_path / "2-gigatoken") == outputs(tmp_path / "2-tiktoken")
     assert len(tokens(tmp_path / "2-tiktoken" / "val.bin")) > 0
@@ -180,7 +182,7 @@ def test_kill_9_in_the_middle_of_a_file_then_the_same_command_ends_byte_identica
     assert not (out / "train.bin").exists() and not (out / "val.bin").exists()
 
     result = prepare(FINEWEB, out, *args)
-    assert "going on from" in result.stdout and f"{files_done} of 3 source files done" in result.stdout
+    assert "going on from" in result.stderr and f"{files_done} of 3 source files done" in result.stderr
     assert outputs(out) == outputs(tmp_path / "whole")
     assert listing(out) == ["train.bin", "val.bin"]
 
@@ -196,10 +198,10 @@ def test_a_worker_killed_by_kill_9_ends_the_run_in_seconds_and_the_same_command_
                                                    (out / "train.bin.partial").exists() and
                                                    (out / "train.bin.partial").stat().st_size > 0))
     stderr = kill_a_worker(proc)
-    assert proc.returncode == 1 and stderr == ("error: a tokenizer worker process died (killed by the out-of-memory "
-                                               "killer, or by kill -9?); run the same command again: it goes on from "
-                                               "the last finished source file\n")
-    assert "going on from" in prepare(FINEWEB, out, *args).stdout
+    assert proc.returncode == 1 and stderr.endswith("\nerror: a tokenizer worker process died (killed by the "
+                                                    "out-of-memory killer, or by kill -9?); run the same command "
+                                                    "again: it goes on from the last finished source file\n")
+    assert "going on from" in prepare(FINEWEB, out, *args).stderr
     prepare(FINEWEB, tmp_path / "whole", *args)
     assert outputs(out) == outputs(tmp_path / "whole")
 
@@ -308,24 +310,17 @@ def test_a_dataset_still_shipping_a_script_is_read_from_the_hubs_parquet_convers
     repo = {"main": {"openwebtext.py": b"# a loading script", "subsets/urlsplit_00.tar": b"..."},
             "refs/convert/parquet": {"plain_text/train/0000.parquet": (shards / "a.parquet").read_bytes()}}
     with fake_hub({"Skylion007/openwebtext": repo}) as (endpoint, _):
-        out = prepare(OPENWEBTEXT, tmp_path / "out", env=hub_env(tmp_path, endpoint)).stdout
+        out = prepare(OPENWEBTEXT, tmp_path / "out", env=hub_env(tmp_path, endpoint)).stderr
     assert "using the Hub's conversion at refs/convert/parquet" in out
     assert tokens(tmp_path / "out" / "train.bin") == gpt2_ids(DOCS[1:4])
 
 
 # ---------------------------------------------------------------------------- errors
 
-def assert_one_error_line(result, message):
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
-
-
 @pytest.mark.parametrize("script", [FINEWEB, pytest.param(OPENWEBTEXT, marks=pytest.mark.slow)])
 def test_no_network_names_data_files_as_the_offline_way(tmp_path, script):
     result = run(script, tmp_path / "out", env=hub_env(tmp_path, UNREACHABLE))
-    assert_one_error_line(result, "pass --data_files 'DIR/*.parquet'")
+    assert_user_error(result, "pass --data_files 'DIR/*.parquet'")
     assert not (tmp_path / "out" / "train.bin").exists() and not (tmp_path / "out" / "val.bin").exists()
 
 
@@ -333,13 +328,13 @@ def test_no_network_names_data_files_as_the_offline_way(tmp_path, script):
 def test_a_hub_refusal_names_data_files(tmp_path, status):
     with fake_hub({}, refuse=status) as (endpoint, _):
         result = run(FINEWEB, tmp_path / "out", env=hub_env(tmp_path, endpoint))
-    assert_one_error_line(result, "cannot list HuggingFaceFW/fineweb-edu on the Hub")
+    assert_user_error(result, "cannot list HuggingFaceFW/fineweb-edu on the Hub")
     assert "--data_files" in result.stderr
 
 
 def test_a_bad_subset_lists_the_valid_ones(tmp_path):
     result = run(FINEWEB, tmp_path / "out", "--subset", "sample-1BT")
-    assert_one_error_line(result, "unknown --subset sample-1BT; choose one of sample-10BT, sample-100BT, sample-350BT")
+    assert_user_error(result, "unknown --subset sample-1BT; choose one of sample-10BT, sample-100BT, sample-350BT")
     assert not (tmp_path / "out").exists()
 
 
@@ -371,7 +366,7 @@ def test_a_full_disk_stops_with_one_line_and_the_same_command_then_finishes(tmp_
     def limit_file_size():
         resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
     result = run(FINEWEB, out, *args, preexec_fn=limit_file_size)
-    assert_one_error_line(result, f"cannot write {out}: a file-size limit is reached (File too large); free some space and run "
+    assert_user_error(result, f"cannot write {out}: a file-size limit is reached (File too large); free some space and run "
                                   f"the same command again: it goes on from the last finished source file")
     assert not (out / "train.bin").exists()
     prepare(FINEWEB, out, *args)
@@ -382,11 +377,11 @@ def test_a_full_disk_stops_with_one_line_and_the_same_command_then_finishes(tmp_
 
 def test_without_gigatoken_auto_is_tiktoken_and_asking_for_it_is_one_line(tmp_path, shards):
     env = {"PYTHONPATH": str(SHIMS / "no_gigatoken")}  # `import gigatoken` fails, as where it is not installed
-    out = prepare(FINEWEB, tmp_path / "out", "--data_files", shards, "--bpe", "auto", env=env).stdout
+    out = prepare(FINEWEB, tmp_path / "out", "--data_files", shards, "--bpe", "auto", env=env).stderr
     assert "tokenizing with tiktoken" in out
     assert tokens(tmp_path / "out" / "train.bin") + tokens(tmp_path / "out" / "val.bin") == gpt2_ids(DOCS[1:] + DOCS[:1])
     result = run(FINEWEB, tmp_path / "asked", "--data_files", shards, "--bpe", "gigatoken", env=env)
-    assert_one_error_line(result, "--bpe gigatoken: it is not installed (No module named 'gigatoken'); "
+    assert_user_error(result, "--bpe gigatoken: it is not installed (No module named 'gigatoken'); "
                                   "pip install gigatoken==0.10.0, or use --bpe tiktoken")
     assert not (tmp_path / "asked").exists()
 
@@ -401,17 +396,77 @@ def planted(tmp_path, source, row, rows):
 
 @pytest.mark.parametrize("where", ["the first file, whose every document is checked", "a sampled document"])
 def test_the_guard_stops_a_wrong_bpe_in_one_line_and_nothing_wrong_is_kept(tmp_path, where):
-    from corpus import guarded
+    from tokenizer import guarded
     rows = 3000
     source, row = (0, 5) if where.startswith("the first") else (1, int(np.flatnonzero(guarded(1, 0, rows))[0]))
     files = planted(tmp_path, source, row, rows)
     out = tmp_path / "out"
     env = {"PYTHONPATH": str(SHIMS / "wrong_gigatoken")}
     result = run(FINEWEB, out, "--data_files", tmp_path / "src", "--bpe", "gigatoken", env=env)
-    assert_one_error_line(result, f"gigatoken's ids differ from tiktoken's in row {row} of {files[source]} (at token 0 "
+    assert_user_error(result, f"gigatoken's ids differ from tiktoken's in row {row} of {files[source]} (at token 0 "
                                   f"of 6): gigatoken cannot be trusted on this data; its output so far is deleted: "
                                   f"run the same command with --bpe tiktoken")
     assert listing(out) == []  # no train.bin, no partial outputs nor progress to go on from
     prepare(FINEWEB, out, "--data_files", tmp_path / "src", "--bpe", "tiktoken", env=env)  # as the line says
     texts = [text for f in files for text in pq.read_table(f).column("text").to_pylist()]
     assert tokens(out / "val.bin") == gpt2_ids(texts[::1000])
+
+
+# ---------------------------------------------------------------------------- a BPE trained on the documents
+
+def trained_ids(vocab, texts):
+    enc = tokenizer.bpe_encoding(vocab)
+    return [t for text in texts for t in enc.encode_ordinary(text) + [vocab["vocab_size"] - 1]]
+
+
+@pytest.mark.slow
+def test_bpe_is_trained_on_the_first_megabyte_of_documents_and_moves_in_as_meta_pkl(tmp_path):
+    src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=500)  # 1.5 MB in documents of 1,000
+    out = prepare(FINEWEB, tmp_path / "out", "--data_files", src, "--val_every", 7, "--tokenizer", "bpe",
+                  "--vocab_size", 1000, "--tokenizer_mb", 1).stderr
+    assert "trained it on 1.0 MB (1,000 documents)" in out
+    docs = [t for f in sorted(src.iterdir()) for t in pq.read_table(f).column("text").to_pylist()]
+    vocab = tokenizer.load_meta(tmp_path / "out" / "meta.pkl")
+    assert vocab == tokenizer.train_bpe(docs[:1000], 1000, 2)  # the same text gives the same BPE, byte for byte
+    assert tokens(tmp_path / "out" / "val.bin") == trained_ids(vocab, docs[::7])
+    assert tokens(tmp_path / "out" / "train.bin") == trained_ids(vocab, [d for i, d in enumerate(docs) if i % 7])
+    assert listing(tmp_path / "out") == ["meta.pkl", "train.bin", "val.bin"]
+
+
+@pytest.mark.slow
+def test_a_gpt2_run_removes_the_meta_pkl_of_an_earlier_bpe_run(tmp_path):
+    src = shakespeare_shards(tmp_path / "src", num_files=1, docs_per_file=300)
+    prepare(FINEWEB, tmp_path / "out", "--data_files", src, "--tokenizer", "bpe", "--vocab_size", 400)
+    prepare(FINEWEB, tmp_path / "out", "--data_files", src)
+    assert listing(tmp_path / "out") == ["train.bin", "val.bin"]
+
+
+def test_characters_are_prepare_texts_not_the_web_prepares(tmp_path, shards):
+    result = run(FINEWEB, tmp_path / "out", "--data_files", shards, "--tokenizer", "char")
+    assert_user_error(result, "--tokenizer char is data/prepare_text.py's; the web datasets take gpt2 or bpe")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_kill_9_after_training_the_bpe_then_the_same_command_goes_on_with_it(tmp_path):
+    src = shakespeare_shards(tmp_path / "src", num_files=3, docs_per_file=2000)
+    args = ["--data_files", src, "--num_proc", 1, "--val_every", 50, "--bpe", "tiktoken", "--tokenizer", "bpe",
+            "--vocab_size", 1000]
+    prepare(FINEWEB, tmp_path / "whole", *args)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(FINEWEB), "--out_dir", str(out), *map(str, args)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def first_file_done():
+        try:
+            return json.loads((out / "prepare_progress.json").read_text())["done"] >= 1
+        except (OSError, ValueError):
+            return False
+    wait_until(lambda: first_file_done() or proc.poll() is not None)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed mid-way"
+    assert (out / "meta.pkl.partial").exists() and not (out / "meta.pkl").exists()
+    result = prepare(FINEWEB, out, *args)
+    assert "going on from" in result.stderr and "training a BPE" not in result.stderr
+    assert outputs(out) == outputs(tmp_path / "whole")
+    assert (out / "meta.pkl").read_bytes() == (tmp_path / "whole" / "meta.pkl").read_bytes()

@@ -4,6 +4,7 @@ The functions tests share are in helpers.py."""
 import os
 import signal
 import sys
+import time
 
 import pytest
 
@@ -22,6 +23,35 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # tests often run several process
 # (bash's `cmd &`) ignores SIGINT, and every process it starts would inherit that
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# every process that a test starts inherits this mark of the process running the tests (an xdist worker sets its own)
+os.environ["NANOGPT_TESTS_OF"] = str(os.getpid())
+
+
+def marked_processes():
+    """{pid: command line} of the live processes that carry this process's mark, but for itself."""
+    mark, found = f"NANOGPT_TESTS_OF={os.getpid()}".encode(), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if mark in environ.read().split(b"\0") and int(pid) != os.getpid():
+                    found[int(pid)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
+def pytest_sessionfinish(session):
+    """Ends what the tests left running, and names it: a process that outlives the session and holds the runner's
+    output (an orphaned worker of a killed script) would keep CI waiting until its time runs out."""
+    deadline = time.time() + 10  # wandb's service, and processes the last test ended, go by themselves
+    while (left := marked_processes()) and time.time() < deadline:
+        time.sleep(0.2)
+    for pid, command in left.items():
+        print(f"\nconftest: the tests left process {pid} running: {command}; ending it", file=sys.stderr)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +98,4 @@ def trained_run(trained_data_root, tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("trained_run") / "out"
     train_here(trained_data_root, out_dir, '--dataset=shakespeare_bpe', '--max_iters=3', '--eval_interval=3')
     return out_dir
+

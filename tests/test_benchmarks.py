@@ -1,7 +1,9 @@
 """The benchmarks in bench/ run, at sizes of seconds, and print their figures: a benchmark that broke would
 otherwise be found only when someone needs its numbers. bench.py has its own tests (test_bench.py). Left to their
 commands, for the suite's time: bench/prepare_web.py (a dozen pipelines of processes, ~30 s at its smallest),
-bench/memory_fsdp.py (two torchruns) and bench/compare_bpb.py (six runs of train.py)."""
+bench/memory_fsdp.py (two torchruns) and bench/compare_bpb.py (six runs of train.py). The benchmarks that take
+seconds to minutes here (marker `bench`) are a tier of their own, which .ci/run runs after the main suite, with the
+enumeration tier."""
 
 import importlib.util
 import re
@@ -39,6 +41,7 @@ def test_memory_sums_a_process_tree_and_follows_one_program_alone():
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_prepare_text_benchmark_prints_a_row_per_size_and_tokenizer(tmp_path):
     stdout = run_script("bench/prepare_text.py", "--sizes_mb", 1, 2, cwd=tmp_path).stdout
     rows = re.findall(r"^\s+(\d)MB\s+(char|gpt2 \w+)\s+([\d,]+)\s+[\d.]+\s+[\d,]+\s+(\d+)MB\s+(\d+)MB$", stdout, re.M)
@@ -51,6 +54,7 @@ def test_prepare_text_benchmark_prints_a_row_per_size_and_tokenizer(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_sample_benchmark_times_both_scripts_in_turns(tmp_path):
     # this repo's sample.py takes nanoGPT's flags and reads nanoGPT's checkpoints, so it can stand in for nanoGPT's
     # checkout here (which needs a network to clone)
@@ -73,6 +77,7 @@ TINY_RUNS = ("--overrides=--n_layer=1 --n_head=2 --n_embd=16 --block_size=16 --e
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_muon_benchmark_finds_the_iteration_of_the_target_and_times_whole_runs_in_turns(char_data_root):
     stdout = run_script("bench/muon.py", TINY_RUNS, "--eval_interval=5", "--rounds=1", "--adamw_lrs=(3e-3,)",
                         cwd=char_data_root).stdout
@@ -95,6 +100,7 @@ def test_newton_schulz_benchmark_times_one_by_one_against_batched_and_finds_them
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_muon_benchmark_prepares_web_like_text_with_the_data_scripts(tmp_path):
     stdout = run_script("bench/muon.py", "--task=web", "--mb=1", TINY_RUNS, "--eval_interval=5", "--rounds=0",
                         "--adamw_lrs=()", cwd=tmp_path).stdout
@@ -103,6 +109,7 @@ def test_muon_benchmark_prepares_web_like_text_with_the_data_scripts(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_gpu_benchmark_prints_one_table_of_every_measurement(tmp_path):
     # on CPU at tiny sizes; this repo's bench.py stands in for nanoGPT's, which needs CUDA
     stdout = run_script("bench/gpu.py", "--small=True", "--steps=4", f"--nanogpt={REPO}", "--device=cpu",
@@ -120,6 +127,7 @@ def test_gpu_benchmark_prints_one_table_of_every_measurement(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_train_bpe_benchmark_prints_a_row_per_trainer(tmp_path):
     trainers = ["rustbpe", "tokenizers"]  # bpeasy is the benchmark's alone: not in requirements.txt
     stdout = run_script("bench/train_bpe.py", "--mb", 1, "--vocab_size", 1024, "--rounds", 1, "--trainers", *trainers,

@@ -103,9 +103,9 @@ def test_signal_stops_with_checkpoint_and_exit_0(sig, char_data_root, tmp_path):
 
 @pytest.mark.slow
 def test_a_stop_within_a_long_iteration_ends_at_once_with_the_state_of_the_iteration_before(char_data_root, tmp_path):
-    # an iteration of 3,000 micro steps: a stop drops the micro steps done, and saves the state of the iteration
+    # an iteration of 1,000 micro steps: a stop drops the micro steps done, and saves the state of the iteration
     # before, bit for bit what a run of that one iteration saves, RNG states (dropout) included: what a resume repeats
-    args = ['--eval_interval=1000', '--dropout=0.1', '--gradient_accumulation_steps=3000', '--batch_size=1',
+    args = ['--eval_interval=1000', '--dropout=0.1', '--gradient_accumulation_steps=1000', '--batch_size=1',
             '--block_size=8']
     train(char_data_root, tmp_path / 'one', *args, '--max_iters=1')
     out_dir = tmp_path / 'stopped'

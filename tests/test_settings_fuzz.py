@@ -9,6 +9,8 @@ import os
 import re
 import shutil
 import signal
+import threading
+import time
 
 import pytest
 import torch
@@ -37,19 +39,61 @@ class Overtime(BaseException):
     """A run that went on past the example's few seconds."""
 
 
+MEMORY = 3 * 2**30  # a run is stopped once the test's process holds this much (resident bytes)
+
+
+def stop_when_too_big(ended):
+    """Sends this process the SIGALRM that stops a run while it holds MEMORY, until ended is set: train.py builds any
+    model that fits the machine's memory, as a user may mean (hardware.check_fits), and a few seconds of one can take
+    gigabytes, beside the other tests."""
+    page = os.sysconf('SC_PAGE_SIZE')
+    while not ended.wait(0.05):
+        with open('/proc/self/statm') as statm:
+            if int(statm.read().split()[1]) * page > MEMORY:
+                os.kill(os.getpid(), signal.SIGALRM)
+
+
+def overtime(signum, frame):
+    """Raises Overtime where the script runs (below runpy's frame), never in run_in_process's restoring after it."""
+    while frame is not None:
+        if frame.f_code.co_name == '_run_code' and frame.f_globals.get('__name__') == 'runpy':
+            raise Overtime
+        frame = frame.f_back
+
+
 def run_briefly(script, *args, cwd, seconds=6, env=None):
-    """run_in_process's result, or None for a run still going after seconds (a SIGALRM raises Overtime in it)."""
-    def overtime(signum, frame):
-        raise Overtime
+    """run_in_process's result, or None for a run still going after seconds, or holding MEMORY (a SIGALRM raises
+    Overtime in it). The alarm comes again every second: Python drops an exception raised in a garbage collector's
+    callback (hypothesis has one) or a finalizer, and so it once dropped the only alarm of the build of a model of
+    n_layer=73297, which went on until the out-of-memory killer ended the test's process."""
     previous = signal.signal(signal.SIGALRM, overtime)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 1)
+    ended = threading.Event()
+    watchdog = threading.Thread(target=stop_when_too_big, args=(ended,), daemon=True)
+    watchdog.start()
     try:
         return run_in_process(script, *args, cwd=cwd, env=env)
     except Overtime:
         return None
     finally:
+        ended.set()
+        watchdog.join()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_run_is_stopped_at_the_next_alarm_when_one_is_dropped(tmp_path):
+    (tmp_path / 'drops.py').write_text("import gc, time\n"
+                                       "gc.callbacks.append(lambda phase, info: time.sleep(10))  # the alarm comes here\n"
+                                       "gc.collect()\ngc.callbacks.clear()\ntime.sleep(600)\n")
+    started = time.time()
+    assert run_briefly(tmp_path / 'drops.py', cwd=tmp_path, seconds=1) is None and time.time() - started < 60
+
+
+def test_a_run_is_stopped_when_it_holds_too_much_memory(tmp_path):
+    (tmp_path / 'hog.py').write_text("import time\nchunks = [b'x' * 10**8 for _ in range(40)]\ntime.sleep(600)\n")
+    started = time.time()
+    assert run_briefly(tmp_path / 'hog.py', cwd=tmp_path, seconds=600) is None and time.time() - started < 60
 
 
 def test_a_script_run_here_leaves_torchs_grad_and_autocast_modes_as_they_were(tmp_path):

@@ -43,7 +43,11 @@ def marked_processes():
 def pytest_sessionfinish(session):
     """Ends what the tests left running, and names it: a process that outlives the session and holds the runner's
     output (an orphaned worker of a killed script) would keep CI waiting until its time runs out."""
-    deadline = time.time() + 10  # wandb's service, and processes the last test ended, go by themselves
+    if session.config.getoption("numprocesses", None) and not hasattr(session.config, "workerinput"):
+        return  # xdist's controller runs no test: each worker ends what its own tests left
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()  # the service process that in-process runs started
+    deadline = time.time() + 10  # processes that the last test ended go by themselves
     while (left := marked_processes()) and time.time() < deadline:
         time.sleep(0.2)
     for pid, command in left.items():

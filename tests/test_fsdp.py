@@ -98,11 +98,6 @@ def test_fsdp_scores_hellaswag_as_one_process(tmp_path):
     assert scores[2] == (one_process['acc'], one_process['acc_norm'])
 
 
-def test_compiled_fsdp_gives_the_losses_and_weights_of_ddp(runs, char_data_root, tmp_path):
-    torchrun(char_data_root, tmp_path, *ARGS, '--compile=True', '--fsdp=True')
-    assert_close_runs(tmp_path, runs / 'ddp', atol=1e-4)  # compiled kernels round a little differently
-
-
 def test_fsdp_float16_steps_through_the_grad_scaler(char_data_root, tmp_path):
     # FSDP computes in float16 (its MixedPrecisionPolicy); the first step's scaled gradients overflow, every process
     # skips it (DTensor gradients: the overflow check covers all shards) and halves the scale, and training goes on

@@ -16,10 +16,12 @@ ARGS = ['--gradient_accumulation_steps=2', '--max_iters=16', '--eval_interval=8'
 
 
 def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_data_root, tmp_path):
-    torchrun(char_data_root, tmp_path / 'whole', *ARGS)
+    # with Muon, whose run holds both optimizers' state (AdamW's for the embeddings, LayerNorms and biases)
+    args = [*ARGS, '--optimizer=muon']
+    torchrun(char_data_root, tmp_path / 'whole', *args)
 
     out_dir = tmp_path / 'restarted'
-    records = torchrun_killed_once(char_data_root, out_dir, *ARGS)  # past the checkpoint of iter 8
+    records = torchrun_killed_once(char_data_root, out_dir, *args)  # past the checkpoint of iter 8
     restarts = [r for r in records if 'restart' in r]
     # one restart, from the checkpoint of iter 8 or 12 (torchrun's store still held the dead processes' addresses:
     # parallel.init_process_group gives each restart keys of its own)
@@ -31,6 +33,9 @@ def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_da
     a, b = load_checkpoint(tmp_path / 'whole' / 'ckpt.pt'), load_checkpoint(out_dir / 'ckpt.pt')
     assert a['iter_num'] == b['iter_num'] == 16
     assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    for optimizer in ('optimizer', 'muon'):
+        assert all(torch.equal(t, b[optimizer]['state'][i][k]) for i, state in a[optimizer]['state'].items()
+                   for k, t in state.items())
 
 
 def test_restart_before_the_first_checkpoint_of_the_run_starts_from_scratch(char_data_root, tmp_path):

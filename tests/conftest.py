@@ -34,7 +34,7 @@ def marked_processes():
         try:
             with open(f"/proc/{pid}/environ", "rb") as environ, open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                 if mark in environ.read().split(b"\0") and int(pid) != os.getpid():
-                    found[int(pid)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace")[:200]
+                    found[int(pid)] = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()[:200]
         except OSError:
             continue  # gone, or not ours to read
     return found

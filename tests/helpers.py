@@ -110,6 +110,18 @@ def torchrun_killed_once(cwd, out_dir, *args):
     return read_log(out_dir)
 
 
+def assert_same_training_state(a, b):
+    """The checkpoints a and b hold the same weights and the same state of each optimizer (AdamW's under
+    'optimizer', Muon's under 'muon'), bit for bit."""
+    import torch
+    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
+    for key in ('optimizer', 'muon'):
+        assert (a.get(key) is None) == (b.get(key) is None), key
+        if a.get(key) is not None:
+            assert all(torch.equal(t, b[key]['state'][i][name]) for i, state in a[key]['state'].items()
+                       for name, t in state.items())
+
+
 def read_log(out_dir):
     with open(Path(out_dir) / 'log.jsonl') as f:
         return [json.loads(line) for line in f]

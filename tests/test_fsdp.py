@@ -14,8 +14,8 @@ import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint
 from eval_hellaswag import evaluate_hellaswag, load_examples
-from helpers import (HELLASWAG_EXAMPLES, SHAKESPEARE, eval_losses, iter_losses, read_log, run_in_process, samples,
-                     torchrun, train)
+from helpers import (HELLASWAG_EXAMPLES, SHAKESPEARE, assert_same_training_state, eval_losses, iter_losses, read_log,
+                     run_in_process, samples, torchrun, train)
 from model import GPT, GPTConfig
 
 # 2 micro steps in each of 2 processes, and a grad_clip below the gradients' norm (about 1.5), so that both matter;
@@ -132,9 +132,7 @@ def test_fsdp_resume_with_the_same_processes_is_exact(runs, char_data_root, tmp_
     resumed = resume(char_data_root, runs, tmp_path, 'fsdp_3', 2, '--fsdp=True')
     assert iter_losses(read_log(resumed)) == iter_losses(read_log(runs / 'fsdp'))
     a, b = load_checkpoint(resumed / 'ckpt.pt'), load_checkpoint(runs / 'fsdp' / 'ckpt.pt')
-    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
-    assert all(torch.equal(t, b['optimizer']['state'][i][k]) for i, state in a['optimizer']['state'].items()
-               for k, t in state.items())
+    assert_same_training_state(a, b)
 
 
 def test_fsdp_checkpoint_resumes_in_one_process(runs, char_data_root, tmp_path):

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint, model_from_checkpoint, open_checkpoint
-from helpers import (REPO, TINY, eval_losses, iter_losses, logged_iters, read_log, run_in_process, samples, torchrun,
-                     train, train_here)
+from helpers import (REPO, TINY, assert_same_training_state, eval_losses, iter_losses, logged_iters, read_log,
+                     run_in_process, samples, torchrun, train, train_here)
 
 pytestmark = pytest.mark.slow  # torchrun runs and killed processes: seconds each
 
@@ -66,10 +66,7 @@ def test_fsdp_resume_is_exact(runs, char_data_root, tmp_path):
     torchrun(char_data_root, tmp_path, *ARGS, '--fsdp=True', '--init_from=resume')
     assert iter_losses(read_log(tmp_path)) == iter_losses(read_log(runs['fsdp'][0]))
     a, b = load_checkpoint(tmp_path / 'ckpt.pt'), load_checkpoint(runs['fsdp'][0] / 'ckpt.pt')
-    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
-    for key in ('optimizer', 'muon'):
-        assert all(torch.equal(t, b[key]['state'][i][name]) for i, state in a[key]['state'].items()
-                   for name, t in state.items())
+    assert_same_training_state(a, b)
 
 
 def test_fsdp_checkpoint_resumes_in_one_process(runs, char_data_root, tmp_path):
@@ -114,10 +111,7 @@ def test_killed_run_resumes_from_last_pt_bit_for_bit(char_data_root, tmp_path):
     assert iter_losses(read_log(out_dir)) == iter_losses(read_log(tmp_path / 'whole'))
     a, b = (load_checkpoint(*open_checkpoint(d, newest=True)) for d in (out_dir, tmp_path / "whole"))
     assert a['iter_num'] == b['iter_num'] == 20
-    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
-    for key in ('optimizer', 'muon'):
-        assert all(torch.equal(t, b[key]['state'][i][name]) for i, state in a[key]['state'].items()
-                   for name, t in state.items())
+    assert_same_training_state(a, b)
 
 
 def test_a_muon_trained_model_is_still_a_gpt2(char_data_root, tmp_path):

@@ -3,10 +3,10 @@ on from the run's own newest checkpoint (though the command line says init_from=
 losses and weights of a run that was never interrupted."""
 
 import pytest
-import torch
 
 from checkpoint import load_checkpoint
-from helpers import eval_losses, iter_losses, read_log, torchrun, torchrun_killed_once, train
+from helpers import (assert_same_training_state, eval_losses, iter_losses, read_log, torchrun, torchrun_killed_once,
+                     train)
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +32,7 @@ def test_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(char_da
     assert redone and all(r['loss'] == iter_losses(whole)[r['iter']] for r in redone)
     a, b = load_checkpoint(tmp_path / 'whole' / 'ckpt.pt'), load_checkpoint(out_dir / 'ckpt.pt')
     assert a['iter_num'] == b['iter_num'] == 16
-    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
-    for optimizer in ('optimizer', 'muon'):
-        assert all(torch.equal(t, b[optimizer]['state'][i][k]) for i, state in a[optimizer]['state'].items()
-                   for k, t in state.items())
+    assert_same_training_state(a, b)
 
 
 def test_restart_before_the_first_checkpoint_of_the_run_starts_from_scratch(char_data_root, tmp_path):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from checkpoint import load_checkpoint
-from helpers import REPO, TINY, eval_losses, iter_losses, logged_iters, read_log, run_script, train
+from helpers import (REPO, TINY, assert_same_training_state, eval_losses, iter_losses, logged_iters, read_log,
+                     run_script, train)
 
 # dropout makes the run depend on the RNG state too
 ARGS = ['--max_iters=24', '--eval_interval=4', '--dropout=0.1', '--gradient_accumulation_steps=2']
@@ -121,9 +122,7 @@ def test_a_stop_within_a_long_iteration_ends_at_once_with_the_state_of_the_itera
     assert logged_iters(out_dir) == [0]
     a, b = load_checkpoint(tmp_path / 'one' / 'ckpt.pt'), load_checkpoint(out_dir / 'ckpt.pt')
     assert a['iter_num'] == b['iter_num'] == 1
-    assert all(torch.equal(a['model'][k], b['model'][k]) for k in a['model'])
-    assert all(torch.equal(t, b['optimizer']['state'][i][k]) for i, state in a['optimizer']['state'].items()
-               for k, t in state.items())
+    assert_same_training_state(a, b)
     assert torch.equal(a['rng'][0]['torch'], b['rng'][0]['torch'])
 
 
